@@ -1,0 +1,62 @@
+"""`python -m xorrelu [key=value ...] [--multirun]`: the Hydra shell around xorrelu.train.train."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from xorrelu.config import ConfigError, register_configs, validate
+from xorrelu.train import train
+
+# A source checkout reads its top-level conf/; an installed package reads the copy installed as
+# xorrelu.conf (pyproject maps conf/ there).
+_CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_PATH = str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
+
+register_configs()
+_job_started = False  # set once Hydra has composed a config and handed it to us
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    global _job_started
+    _job_started = True
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        _remove_job_dir(out_dir)
+        print(f"xorrelu: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    train(cfg, out_dir)
+
+
+def _remove_job_dir(out_dir: Path) -> None:
+    """A rejected run leaves nothing behind: Hydra made its job dir before calling us."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    parent = out_dir.parent
+    while parent.name != "outputs" and parent != parent.parent:  # prune now-empty dirs, or a sweep dir with no jobs
+        leftovers = {p.name for p in parent.iterdir()} if parent.is_dir() else set()
+        if leftovers - {"multirun.yaml"}:
+            break
+        shutil.rmtree(parent, ignore_errors=True)
+        parent = parent.parent
+
+
+def main() -> None:
+    """Entry point of `python -m xorrelu` and the `xorrelu` script; bad config exits with code 2."""
+    try:
+        _hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _job_started:  # Hydra refused an override before any job ran
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Hidden-layer activations by name, and the derivative rule behind `stuck_frac`.
+
+Every module works on a batch of replicas, shape [replicas, points, units]. A unit counts as
+*stuck* at a step when |f'(z)| < 1% of the activation's peak slope at every data point: a dead
+ReLU (z <= 0 everywhere), a saturated sigmoid or tanh. Two rules need a word:
+- prelu: f'(z) is 1 for z > 0 and the unit's learned slope a otherwise, so a PReLU unit is stuck
+  only when z <= 0 at every point and |a| < 0.01;
+- maxout: a unit's slope is 1 along its winning piece at every point, so a maxout unit is never
+  stuck by this rule (its stuck_frac is always 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class BatchedPReLU(nn.Module):
+    """PReLU with its own learned slope per replica and unit: weight [replicas, 1, width]."""
+
+    def __init__(self, replicas: int, width: int, init: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((replicas, 1, width), float(init)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.where(z > 0, z, self.weight * z)  # as nn.PReLU, derivative at 0 included
+
+    def extra_repr(self) -> str:
+        return f"replicas={self.weight.shape[0]}, width={self.weight.shape[2]}"
+
+
+class Maxout(nn.Module):
+    """Each unit outputs the largest of `pieces` consecutive inputs: [..., width*pieces] -> [..., width]."""
+
+    def __init__(self, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.unflatten(-1, (-1, self.pieces)).amax(-1)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+@dataclass(frozen=True)
+class Activation:
+    make: Callable[..., nn.Module]  # (activation cfg, replicas, width) -> module
+    peak_slope: Callable[..., float]  # (activation cfg) -> max |f'(z)| over z, the scale for "stuck"
+    pieces: Callable[..., int] = lambda cfg: 1  # inputs per unit (maxout: cfg.pieces)
+
+
+_SELU_SCALE, _SELU_ALPHA = 1.0507009873554805, 1.6732632423543772
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation(lambda c, r, w: nn.Sigmoid(), lambda c: 0.25),
+    "tanh": Activation(lambda c, r, w: nn.Tanh(), lambda c: 1.0),
+    "relu": Activation(lambda c, r, w: nn.ReLU(), lambda c: 1.0),
+    "leaky_relu": Activation(lambda c, r, w: nn.LeakyReLU(c.slope), lambda c: 1.0),
+    "elu": Activation(lambda c, r, w: nn.ELU(c.alpha), lambda c: max(1.0, c.alpha)),
+    "selu": Activation(lambda c, r, w: nn.SELU(), lambda c: _SELU_SCALE * _SELU_ALPHA),
+    # GELU's slope peaks at z = sqrt(2): Phi(sqrt 2) + sqrt(2) phi(sqrt 2)
+    "gelu": Activation(
+        lambda c, r, w: nn.GELU(),
+        lambda c: 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi),
+    ),
+    # SiLU's slope peaks at z ~ 2.3994 with value ~1.0998 (no closed form; see tests)
+    "silu": Activation(lambda c, r, w: nn.SiLU(), lambda c: 1.0998393194),
+    "softplus": Activation(lambda c, r, w: nn.Softplus(c.beta), lambda c: 1.0),
+    "prelu": Activation(lambda c, r, w: BatchedPReLU(r, w, c.init), lambda c: 1.0),
+    "maxout": Activation(lambda c, r, w: Maxout(c.pieces), lambda c: 1.0, lambda c: c.pieces),
+}
+
+
+def get_activation(name: str) -> Activation:
+    if name not in ACTIVATIONS:
+        raise KeyError(f"unknown activation {name!r}; valid names: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def unit_slopes(act: nn.Module, z: torch.Tensor, width: int) -> torch.Tensor:
+    """|f'(z)| per unit at each point, [replicas, points, width], by autograd of the module itself."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        (slope,) = torch.autograd.grad(act(z).sum(), z)
+    if slope.shape[-1] != width:  # maxout: one-hot over a unit's pieces; the sum is its slope
+        slope = slope.unflatten(-1, (width, -1)).sum(-1)
+    return slope.abs()

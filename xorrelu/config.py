@@ -1,0 +1,219 @@
+"""Typed config schema (Hydra ConfigStore) and the range checks Hydra cannot do.
+
+Each group option in conf/<group>/<name>.yaml extends one of these dataclasses, so a wrong
+type or an unknown key fails at start-up with Hydra's own message naming the key. Values
+that have the right type but are out of range are refused by `validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that has the right type but is not allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+# --- activation (hidden layers only; the output unit is always a sigmoid) -------------------
+@dataclass
+class ActivationConf:
+    name: str = MISSING  # registry name, see xorrelu.activations.ACTIVATIONS
+
+
+@dataclass
+class LeakyReluConf(ActivationConf):
+    slope: float = 0.01  # slope for x < 0, in [0, 1)
+
+
+@dataclass
+class EluConf(ActivationConf):
+    alpha: float = 1.0  # ELU saturates at -alpha for x -> -inf, > 0
+
+
+@dataclass
+class SoftplusConf(ActivationConf):
+    beta: float = 1.0  # log(1 + exp(beta x)) / beta; larger = closer to ReLU, > 0
+
+
+@dataclass
+class PreluConf(ActivationConf):
+    init: float = 0.25  # starting slope for x < 0, learned per unit and replica
+
+
+@dataclass
+class MaxoutConf(ActivationConf):
+    pieces: int = 2  # linear pieces per unit (the Linear before it outputs width * pieces), >= 2
+
+
+# --- weight initializer ---------------------------------------------------------------------
+@dataclass
+class InitConf:
+    name: str = MISSING  # registry name, see xorrelu.init.INITIALIZERS
+    bias: float = 0.0  # every bias starts at this constant (the lesson: 0)
+
+
+@dataclass
+class UniformInitConf(InitConf):
+    bound: float = 1.0  # weights ~ U(-bound, bound); the lesson's tf.random_uniform(-1, 1), > 0
+
+
+@dataclass
+class NormalInitConf(InitConf):
+    std: float = 1.0  # weights ~ N(0, std^2), like tf.random_normal's default, > 0
+
+
+# --- optimizer ------------------------------------------------------------------------------
+@dataclass
+class OptimizerConf:
+    name: str = MISSING  # registry name, see xorrelu.train.OPTIMIZERS
+    lr: float = 0.1  # learning rate, > 0
+
+
+@dataclass
+class MomentumConf(OptimizerConf):
+    momentum: float = 0.9  # in [0, 1)
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConf(OptimizerConf):
+    beta1: float = 0.9  # in [0, 1)
+    beta2: float = 0.999  # in [0, 1)
+    eps: float = 1e-8  # > 0
+
+
+@dataclass
+class RmspropConf(OptimizerConf):
+    alpha: float = 0.99  # smoothing of the squared-gradient average, in [0, 1)
+    eps: float = 1e-8  # > 0
+
+
+# --- dataset --------------------------------------------------------------------------------
+@dataclass
+class DatasetConf:
+    name: str = MISSING  # registry name, see xorrelu.data.DATASETS
+
+
+@dataclass
+class ParityConf(DatasetConf):
+    bits: int = 3  # inputs; all 2**bits points, label = sum of bits mod 2 (bits=2 is XOR), 1..16
+
+
+class Device(Enum):
+    auto = "auto"  # cuda when available, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class Config:
+    activation: ActivationConf = MISSING  # hidden-layer non-linearity (group conf/activation)
+    init: InitConf = MISSING  # weight initializer (group conf/init)
+    optimizer: OptimizerConf = MISSING  # update rule (group conf/optimizer)
+    dataset: DatasetConf = MISSING  # training points (group conf/dataset)
+    depth: int = 10  # hidden layers (the net has depth + 1 Linear layers), >= 1
+    width: int = 5  # units per hidden layer, >= 1
+    steps: int = 10000  # gradient-descent updates, >= 1
+    seed: int = 0  # replica r starts from torch.Generator seeded seed + r, >= 0
+    replicas: int = 16  # independent nets trained together (seeds seed .. seed+replicas-1), >= 1
+    log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
+    print_every: int = 1000  # print a console line every this many steps, >= 1
+    device: Device = Device.auto  # auto | cpu | cuda
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    schemas = {
+        "activation": {
+            "base_activation": ActivationConf,
+            "base_leaky_relu": LeakyReluConf,
+            "base_elu": EluConf,
+            "base_softplus": SoftplusConf,
+            "base_prelu": PreluConf,
+            "base_maxout": MaxoutConf,
+        },
+        "init": {"base_init": InitConf, "base_uniform": UniformInitConf, "base_normal": NormalInitConf},
+        "optimizer": {
+            "base_optimizer": OptimizerConf,
+            "base_momentum": MomentumConf,
+            "base_adam": AdamConf,
+            "base_rmsprop": RmspropConf,
+        },
+        "dataset": {"base_dataset": DatasetConf, "base_parity": ParityConf},
+    }
+    for group, nodes in schemas.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)
+
+
+# --- range checks ---------------------------------------------------------------------------
+_AT_LEAST_1 = ("depth", "width", "steps", "replicas", "log_every", "print_every")
+_POSITIVE = ("optimizer.lr", "optimizer.eps", "activation.alpha", "activation.beta", "init.bound", "init.std")
+_UNIT_INTERVAL = ("optimizer.momentum", "optimizer.beta1", "optimizer.beta2", "optimizer.alpha", "activation.slope")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that is out of range or unknown."""
+    from xorrelu.activations import ACTIVATIONS
+    from xorrelu.data import DATASETS
+    from xorrelu.init import INITIALIZERS
+    from xorrelu.train import OPTIMIZERS
+
+    _refuse_unknown_keys(cfg, "")
+    for group, registry in (
+        ("activation", ACTIVATIONS),
+        ("init", INITIALIZERS),
+        ("optimizer", OPTIMIZERS),
+        ("dataset", DATASETS),
+    ):
+        name = cfg[group].name
+        if name not in registry:
+            raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
+    for key in _AT_LEAST_1:
+        _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
+    _check(cfg, "seed", lambda v: v >= 0, "an integer >= 0")
+    for key in _POSITIVE:
+        _check(cfg, key, lambda v: v > 0, "a number > 0")
+    for key in _UNIT_INTERVAL:
+        _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
+    _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
+    if Device(cfg.device) is Device.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto")
+
+
+def _check(cfg: DictConfig, key: str, ok, allowed: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not ok(value):
+        raise ConfigError(key, value, allowed)
+
+
+def _refuse_unknown_keys(node: DictConfig, prefix: str) -> None:
+    """`+key=value` bypasses Hydra's struct check; refuse keys the schema does not define."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node:
+            if key not in known:
+                raise ConfigError(prefix + str(key), node[key], f"not a config key; known keys: {', '.join(sorted(known))}")
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _refuse_unknown_keys(child, f"{prefix}{key}.")
+
+
+__all__ = ["Config", "ConfigError", "Device", "register_configs", "validate"]

@@ -1,0 +1,113 @@
+"""What is measured at every logged step, and the writer of metrics.csv.
+
+A row describes the parameters after `step` updates: its cost, accuracy and stuck fractions
+are measured there, and its gradient norms are of the gradient that update step+1 applies.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xorrelu.activations import unit_slopes
+from xorrelu.model import BatchedLinear, linear_layers
+
+SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)
+STUCK_SLOPE = 0.01  # a unit is stuck when |f'(z)| < STUCK_SLOPE * peak slope at every point
+
+
+def columns(depth: int) -> list[str]:
+    layers = depth + 1  # Linear layers, 1 = nearest the input
+    return (
+        ["step", "seed", "cost", "accuracy"]
+        + [f"grad_norm_{i}" for i in range(1, layers + 1)]
+        + [f"stuck_frac_{i}" for i in range(1, depth + 1)]
+    )
+
+
+def forward(model: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits [replicas, points] and each hidden layer's pre-activations z."""
+    h = x.expand(model[0].weight.shape[0], -1, -1)
+    pre_activations = []
+    for layer in model:
+        if not isinstance(layer, BatchedLinear):
+            pre_activations.append(h)
+        h = layer(h)
+    return h.squeeze(-1), pre_activations
+
+
+def cost(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The lesson's -mean(y log h + (1-y) log(1-h)) per replica, from logits so it stays finite."""
+    return F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(1)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The lesson's mean(floor(h + 0.5) == y) per replica."""
+    return (torch.floor(torch.sigmoid(logits) + 0.5) == y).float().mean(1)
+
+
+def grad_norms(model: nn.Sequential) -> torch.Tensor:
+    """[layers, replicas]: L2 norm of each Linear layer's weight-and-bias gradient, per replica."""
+    return torch.stack(
+        [(layer.weight.grad.square().sum((1, 2)) + layer.bias.grad.square().sum((1, 2))).sqrt() for layer in linear_layers(model)]
+    )
+
+
+def stuck_fractions(model: nn.Sequential, pre_activations: list[torch.Tensor], width: int, peak_slope: float) -> torch.Tensor:
+    """[hidden layers, replicas]: fraction of units whose slope is below 1% of the peak at every point."""
+    activations = [m for m in model if not isinstance(m, BatchedLinear)]
+    fractions = []
+    for act, z in zip(activations, pre_activations):
+        stuck = (unit_slopes(act, z, width) < STUCK_SLOPE * peak_slope).all(dim=1)  # [R, width]
+        fractions.append(stuck.float().mean(1))
+    return torch.stack(fractions)
+
+
+class MetricsWriter:
+    """Buffers rows as tensors and appends them to metrics.csv in whole chunks.
+
+    Flushes every `flush_rows` rows or `flush_seconds` seconds, whichever comes first, so a
+    killed job loses at most those seconds. Floats are written in their shortest exact form.
+    """
+
+    def __init__(self, path: Path, columns: list[str], seeds: list[int], flush_rows: int = 200_000, flush_seconds: float = 5.0):
+        self.columns, self.seeds = columns, np.asarray(seeds, dtype=np.int64)
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
+        fields += [pa.field(name, pa.float32()) for name in columns[2:]]
+        self.schema = pa.schema(fields)
+        self.file = open(path, "wb")
+        self.writer = pacsv.CSVWriter(self.file, self.schema, write_options=pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
+        self.steps: list[int] = []
+        self.values: list[torch.Tensor] = []
+        self.rows, self.last_flush = 0, time.monotonic()
+
+    def add(self, step: int, values: torch.Tensor) -> None:
+        """values: [replicas, columns - 2] (everything after step and seed)."""
+        self.steps.append(step)
+        self.values.append(values.detach())
+        self.rows += len(self.seeds)
+        if self.rows >= self.flush_rows or time.monotonic() - self.last_flush > self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.steps:
+            values = torch.cat(self.values).float().cpu().numpy()
+            step = np.repeat(np.asarray(self.steps, dtype=np.int64), len(self.seeds))
+            seed = np.tile(self.seeds, len(self.steps))
+            arrays = [pa.array(step), pa.array(seed)] + [pa.array(values[:, j]) for j in range(values.shape[1])]
+            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+            self.file.flush()
+        self.steps, self.values, self.rows, self.last_flush = [], [], 0, time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.file.close()

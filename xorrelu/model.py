@@ -1,0 +1,94 @@
+"""The network: an nn.Sequential of batched Linear layers with the activation between them.
+
+One model holds `replicas` independent nets. A BatchedLinear keeps weight [replicas, in, out]
+and bias [replicas, 1, out] and multiplies with torch.baddbmm, so replica r only ever sees its
+own slice. The model returns logits [replicas, points, 1]; the hypothesis is their sigmoid.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from xorrelu.activations import BatchedPReLU, get_activation
+from xorrelu.data import make_dataset
+from xorrelu.init import init_weight
+
+
+class BatchedLinear(nn.Module):
+    """`replicas` independent Linear layers: out[r] = x[r] @ weight[r] + bias[r]."""
+
+    def __init__(self, replicas: int, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(replicas, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(replicas, 1, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [R, N, in] -> [R, N, out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"replicas={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+def build_model(cfg, in_features: int) -> nn.Sequential:
+    """depth hidden layers of `width` units, then one output logit; initialized per replica."""
+    act = get_activation(cfg.activation.name)
+    pieces = act.pieces(cfg.activation)
+    sizes = [in_features] + [cfg.width] * cfg.depth + [1]
+    layers: list[nn.Module] = []
+    for i in range(cfg.depth + 1):
+        hidden = i < cfg.depth
+        layers.append(BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1)))
+        if hidden:
+            layers.append(act.make(cfg.activation, cfg.replicas, cfg.width))
+    model = nn.Sequential(*layers)
+    initialize(model, cfg.init, seeds=range(cfg.seed, cfg.seed + cfg.replicas))
+    return model
+
+
+def linear_layers(model: nn.Sequential) -> list[BatchedLinear]:
+    return [m for m in model if isinstance(m, BatchedLinear)]
+
+
+@torch.no_grad()
+def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
+    """Replica r draws all its layers, input to output, from one generator seeded seeds[r]."""
+    for r, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        for layer in linear_layers(model):
+            layer.weight[r] = init_weight(init_cfg, layer.in_features, layer.out_features, generator)
+            layer.bias[r] = init_cfg.bias
+
+
+@torch.no_grad()
+def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
+    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU."""
+    layers: list[nn.Module] = []
+    for m in model:
+        if isinstance(m, BatchedLinear):
+            plain = nn.Linear(m.in_features, m.out_features)
+            plain.weight.copy_(m.weight[r].T)
+            plain.bias.copy_(m.bias[r, 0])
+        elif isinstance(m, BatchedPReLU):
+            plain = nn.PReLU(m.weight.shape[2])
+            plain.weight.copy_(m.weight[r, 0])
+        else:
+            plain = copy.deepcopy(m)
+        layers.append(plain.cpu())
+    return nn.Sequential(*layers)
+
+
+def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
+    """The batched model of a finished job, from its .hydra/config.yaml and weights.pt."""
+    job_dir = Path(job_dir)
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    state = torch.load(job_dir / "weights.pt", weights_only=True, map_location="cpu")
+    x, _ = make_dataset(cfg.dataset)
+    model = build_model(cfg, x.shape[1])
+    model.load_state_dict(state[which])
+    return model
