@@ -8,6 +8,7 @@ own slice. The model returns logits [replicas, points, 1]; the hypothesis is the
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -67,15 +68,15 @@ def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
 
 @torch.no_grad()
 def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
-    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU."""
+    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU, in the same dtype."""
     layers: list[nn.Module] = []
     for m in model:
         if isinstance(m, BatchedLinear):
-            plain = nn.Linear(m.in_features, m.out_features)
+            plain = nn.Linear(m.in_features, m.out_features, dtype=m.weight.dtype)
             plain.weight.copy_(m.weight[r].T)
             plain.bias.copy_(m.bias[r, 0])
         elif isinstance(m, BatchedPReLU):
-            plain = nn.PReLU(m.weight.shape[2])
+            plain = nn.PReLU(m.weight.shape[2], dtype=m.weight.dtype)
             plain.weight.copy_(m.weight[r, 0])
         else:
             plain = copy.deepcopy(m)
@@ -84,9 +85,9 @@ def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
 
 
 def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
-    """The batched model of a finished job, from its .hydra/config.yaml and weights.pt."""
+    """The batched model of a finished job, from its summary.json (config) and weights.pt."""
     job_dir = Path(job_dir)
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.create(json.loads((job_dir / "summary.json").read_text())["config"])
     state = torch.load(job_dir / "weights.pt", weights_only=True, map_location="cpu")
     x, _ = make_dataset(cfg.dataset)
     model = build_model(cfg, x.shape[1])

@@ -1,0 +1,44 @@
+"""Shared helpers: compose a config exactly as `python -m xorrelu` would, and run train() in-process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from xorrelu.config import register_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+register_configs()
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run_cli(*args: str, cwd: Path, env_extra: dict | None = None):
+    """`python -m xorrelu ARGS` in a subprocess; returns the CompletedProcess."""
+    import os
+    import subprocess
+
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "xorrelu", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def train_run(tmp_path):
+    """train_run(*overrides) -> (summary, metrics DataFrame, job dir)."""
+    from xorrelu.train import train
+
+    def run(*overrides: str):
+        out = tmp_path / f"job{len(list(tmp_path.iterdir()))}"
+        summary = train(make_cfg(*overrides), out)
+        return summary, pd.read_csv(out / "metrics.csv"), out
+
+    return run

@@ -1,0 +1,102 @@
+"""What a job writes: metrics.csv, summary.json, weights.pt — their schema, meaning and determinism."""
+
+import math
+
+import numpy as np
+import torch
+
+from xorrelu.metrics import columns
+from xorrelu.model import export_replica, load_model
+from xorrelu.data import make_dataset
+from conftest import make_cfg
+
+
+def test_metrics_csv_schema_and_logged_steps(train_run):
+    _, metrics, _ = train_run("steps=25", "log_every=10", "replicas=3", "depth=4", "width=3")
+    assert list(metrics.columns) == (
+        ["step", "seed", "cost", "accuracy"]
+        + [f"grad_norm_{i}" for i in range(1, 6)]
+        + [f"stuck_frac_{i}" for i in range(1, 5)]
+    )
+    assert list(metrics.columns) == columns(4)
+    assert sorted(metrics.step.unique()) == [0, 10, 20, 25]  # step 0 and the last step always
+    assert metrics.groupby("step").seed.apply(list).tolist() == [[0, 1, 2]] * 4
+    assert metrics.step.dtype == np.int64 and metrics.cost.dtype == np.float64
+    stuck = metrics.filter(like="stuck_frac")
+    assert ((stuck >= 0) & (stuck <= 1)).all().all()
+    assert np.allclose((stuck * 3).round(), stuck * 3)  # a fraction of 3 units
+
+
+def test_summary_and_weights(train_run):
+    summary, metrics, job = train_run("steps=30", "replicas=3", "seed=7", "activation=tanh")
+    assert summary["status"] == "completed" and summary["last_step"] == 30
+    assert summary["config"]["activation"]["name"] == "tanh" and summary["device"] == "cpu"
+    assert summary["threads"] >= 1 and summary["model_steps_per_second"] > 0
+    assert set(summary["versions"]) == {"xorrelu", "torch", "hydra", "python"}
+    assert [rep["seed"] for rep in summary["replicas"]] == [7, 8, 9]
+    last = metrics[metrics.step == 30].set_index("seed")
+    for rep in summary["replicas"]:
+        assert math.isclose(rep["final_cost"], last.cost[rep["seed"]], rel_tol=1e-6)
+        assert rep["final_accuracy"] == last.accuracy[rep["seed"]]
+        assert len(rep["hypothesis"]) == 4 and not rep["diverged"]
+
+    weights = torch.load(job / "weights.pt", weights_only=True)
+    assert set(weights) == {"initial", "final", "seeds", "step"}
+    assert weights["seeds"] == [7, 8, 9] and weights["step"] == 30
+    assert weights["initial"]["0.weight"].shape == (3, 2, 5) and weights["final"]["20.weight"].shape == (3, 5, 1)
+    # the replica export is the way back to per-replica models
+    x, _ = make_dataset(make_cfg().dataset)
+    plain = export_replica(load_model(job, "final"), 1)
+    h = torch.sigmoid(plain(x)).squeeze(-1)
+    np.testing.assert_allclose(h.detach().numpy(), summary["replicas"][1]["hypothesis"], rtol=1e-5)
+
+
+def test_first_step_solved_is_where_the_solved_streak_starts(train_run):
+    summary, metrics, _ = train_run("activation=tanh", "steps=3000", "log_every=50", "replicas=4")
+    metrics["solved"] = (metrics.accuracy == 1) & (metrics.cost < 0.1)
+    for rep in summary["replicas"]:
+        rows = metrics[metrics.seed == rep["seed"]]
+        unsolved_steps = rows.step[~rows.solved]
+        if rep["solved"]:
+            expected = rows.step[rows.step > (unsolved_steps.max() if len(unsolved_steps) else -1)].min()
+            assert rep["first_step_solved"] == expected
+        else:
+            assert rep["first_step_solved"] is None and not rows.solved.iloc[-1]
+
+
+def test_same_config_gives_a_byte_identical_csv(train_run):
+    _, _, a = train_run("steps=40", "replicas=4", "activation=prelu")
+    _, _, b = train_run("steps=40", "replicas=4", "activation=prelu")
+    assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes()
+
+
+def test_a_diverged_replica_is_marked_and_the_others_train_on(train_run):
+    args = ("activation=elu", "optimizer.lr=3", "depth=3", "steps=50")
+    summary, metrics, _ = train_run(*args, "replicas=8", "seed=0")
+    diverged = [rep["seed"] for rep in summary["replicas"] if rep["diverged"]]
+    assert diverged == [2]
+    rep = summary["replicas"][2]
+    assert rep["final_cost"] is None and not rep["solved"]
+    rows = metrics[metrics.seed == 2]
+    first_nan = rows.step[rows.cost.isna()].min()
+    assert rows[rows.step >= first_nan].drop(columns=["step", "seed"]).isna().all().all()
+    assert first_nan == 18 and metrics[metrics.seed != 2].notna().all().all()
+
+
+def test_a_nan_replica_leaves_the_others_bit_identical(train_run, monkeypatch):
+    import xorrelu.train
+    from xorrelu.model import build_model, linear_layers
+
+    def poisoned(cfg, in_features):
+        model = build_model(cfg, in_features)
+        with torch.no_grad():
+            linear_layers(model)[3].weight[2] = float("inf")
+        return model
+
+    args = ("steps=30", "replicas=5", "optimizer=adam", "activation=tanh")
+    _, clean, _ = train_run(*args)
+    monkeypatch.setattr(xorrelu.train, "build_model", poisoned)
+    summary, dirty, _ = train_run(*args)
+    assert [rep["diverged"] for rep in summary["replicas"]] == [False, False, True, False, False]
+    assert dirty[dirty.seed == 2].drop(columns=["step", "seed"]).isna().all().all()
+    np.testing.assert_array_equal(dirty[dirty.seed != 2].to_numpy(float), clean[clean.seed != 2].to_numpy(float))
