@@ -132,29 +132,25 @@ class Config:
 
 
 def register_configs() -> None:
+    """Store the schemas; conf/<group>/<name>.yaml extends /schema/<group>/<kind> in its defaults."""
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    cs.store(name="schema_config", node=Config)
     schemas = {
         "activation": {
-            "base_activation": ActivationConf,
-            "base_leaky_relu": LeakyReluConf,
-            "base_elu": EluConf,
-            "base_softplus": SoftplusConf,
-            "base_prelu": PreluConf,
-            "base_maxout": MaxoutConf,
+            "activation": ActivationConf,
+            "leaky_relu": LeakyReluConf,
+            "elu": EluConf,
+            "softplus": SoftplusConf,
+            "prelu": PreluConf,
+            "maxout": MaxoutConf,
         },
-        "init": {"base_init": InitConf, "base_uniform": UniformInitConf, "base_normal": NormalInitConf},
-        "optimizer": {
-            "base_optimizer": OptimizerConf,
-            "base_momentum": MomentumConf,
-            "base_adam": AdamConf,
-            "base_rmsprop": RmspropConf,
-        },
-        "dataset": {"base_dataset": DatasetConf, "base_parity": ParityConf},
+        "init": {"init": InitConf, "uniform": UniformInitConf, "normal": NormalInitConf},
+        "optimizer": {"optimizer": OptimizerConf, "momentum": MomentumConf, "adam": AdamConf, "rmsprop": RmspropConf},
+        "dataset": {"dataset": DatasetConf, "parity": ParityConf},
     }
     for group, nodes in schemas.items():
         for name, node in nodes.items():
-            cs.store(group=group, name=name, node=node)
+            cs.store(group=f"schema/{group}", name=name, node=node)
 
 
 # --- range checks ---------------------------------------------------------------------------

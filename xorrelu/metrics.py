@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xorrelu.activations import unit_slopes
+from xorrelu.activations import Activation, BatchedPReLU
 from xorrelu.model import BatchedLinear, linear_layers
 
 SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)
@@ -53,21 +53,28 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (torch.floor(torch.sigmoid(logits) + 0.5) == y).float().mean(1)
 
 
-def grad_norms(model: nn.Sequential) -> torch.Tensor:
+def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
     """[layers, replicas]: L2 norm of each Linear layer's weight-and-bias gradient, per replica."""
-    return torch.stack(
-        [(layer.weight.grad.square().sum((1, 2)) + layer.bias.grad.square().sum((1, 2))).sqrt() for layer in linear_layers(model)]
-    )
+    squares = [layer.weight.grad.square().sum((1, 2)) + layer.bias.grad.square().sum((1, 2)) for layer in (layers[0], layers[-1])]
+    if len(layers) > 2:  # the hidden-to-hidden layers share a shape: one reduction for all of them
+        weights = torch.stack([layer.weight.grad for layer in layers[1:-1]]).square().sum((2, 3))
+        biases = torch.stack([layer.bias.grad for layer in layers[1:-1]]).square().sum((2, 3))
+        return torch.cat([squares[0][None], weights + biases, squares[1][None]]).sqrt()
+    return torch.stack(squares).sqrt()
 
 
-def stuck_fractions(model: nn.Sequential, pre_activations: list[torch.Tensor], width: int, peak_slope: float) -> torch.Tensor:
-    """[hidden layers, replicas]: fraction of units whose slope is below 1% of the peak at every point."""
-    activations = [m for m in model if not isinstance(m, BatchedLinear)]
-    fractions = []
-    for act, z in zip(activations, pre_activations):
-        stuck = (unit_slopes(act, z, width) < STUCK_SLOPE * peak_slope).all(dim=1)  # [R, width]
-        fractions.append(stuck.float().mean(1))
-    return torch.stack(fractions)
+def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
+    """The learned PReLU slopes of all hidden layers, [depth, replicas, 1, width]; None for other activations."""
+    slopes = [m.weight for m in model if isinstance(m, BatchedPReLU)]
+    return torch.stack(slopes) if slopes else None
+
+
+def stuck_fractions(pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None) -> torch.Tensor:
+    """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak at every point."""
+    z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
+    slopes = act.slope(act_cfg, z, prelu).abs()
+    stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]
+    return stuck.float().mean(2)
 
 
 class MetricsWriter:

@@ -26,8 +26,18 @@ from xorrelu.activations import get_activation
 from xorrelu.config import Device
 from xorrelu.data import make_dataset
 from xorrelu.files import save_torch, write_json
-from xorrelu.metrics import SOLVED_COST, MetricsWriter, accuracy, columns, cost, forward, grad_norms, stuck_fractions
-from xorrelu.model import build_model
+from xorrelu.metrics import (
+    SOLVED_COST,
+    MetricsWriter,
+    accuracy,
+    columns,
+    cost,
+    forward,
+    grad_norms,
+    prelu_slopes,
+    stuck_fractions,
+)
+from xorrelu.model import build_model, linear_layers
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +64,7 @@ def train(cfg, out_dir: str | Path) -> dict:
     x, y = make_dataset(cfg.dataset, device)
     model = build_model(cfg, x.shape[1]).to(device)
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
-    peak_slope = get_activation(cfg.activation.name).peak_slope(cfg.activation)
+    activation = get_activation(cfg.activation.name)
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
     log.info("%s", model)
 
@@ -64,11 +74,13 @@ def train(cfg, out_dir: str | Path) -> dict:
     writer = MetricsWriter(out_dir / "metrics.csv", columns(cfg.depth), seeds)
     diverged = torch.zeros(cfg.replicas, dtype=torch.bool, device=device)
     solved_since = torch.full((cfg.replicas,), -1, dtype=torch.long, device=device)  # -1 = not solved
+    linears = linear_layers(model)
+    steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
     start, step = time.perf_counter(), 0
-    bar = tqdm(total=cfg.steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
+    bar = tqdm(total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
     try:
         with logging_redirect_tqdm():
-            for step in range(cfg.steps + 1):
+            for step in range(steps + 1):
                 # forward and backward at the parameters after `step` updates
                 logits, pre_activations = forward(model, x)
                 costs = cost(logits, y)
@@ -78,23 +90,16 @@ def train(cfg, out_dir: str | Path) -> dict:
                 diverged |= ~torch.isfinite(costs)
 
                 # log: one row per replica
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    row = torch.cat(
-                        [
-                            costs[:, None],
-                            accs[:, None],
-                            grad_norms(model).T,
-                            stuck_fractions(model, pre_activations, cfg.width, peak_slope).T,
-                        ],
-                        dim=1,
-                    )
-                    row[diverged] = float("nan")
-                    writer.add(step, row)
+                if step % log_every == 0 or step == steps:
+                    with torch.no_grad():
+                        stuck = stuck_fractions(pre_activations, activation, cfg.activation, prelu_slopes(model))
+                        row = torch.cat([costs[:, None], accs[:, None], grad_norms(linears).T, stuck.T], dim=1)
+                        writer.add(step, torch.where(diverged[:, None], float("nan"), row))
                     solved = (accs == 1) & (costs < SOLVED_COST) & ~diverged
                     solved_since = torch.where(solved, torch.where(solved_since < 0, step, solved_since), -1)
-                if step % cfg.print_every == 0 or step == cfg.steps:
+                if step % print_every == 0 or step == steps:
                     _print_progress(step, costs, diverged, solved_since)
-                if step == cfg.steps:
+                if step == steps:
                     break
 
                 # update

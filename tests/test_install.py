@@ -1,0 +1,35 @@
+"""A non-editable `pip install .` finds its configs from any directory (conf/ ships as xorrelu.conf)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_from_another_directory(tmp_path):
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    assert (site / "xorrelu" / "conf" / "config.yaml").is_file()
+    assert (site / "xorrelu" / "conf" / "activation" / "relu.yaml").is_file()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = "import xorrelu.__main__ as m; print(m.__file__); print(m.CONFIG_PATH)"
+    where = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.splitlines() == [str(site / "xorrelu" / "__main__.py"), "pkg://xorrelu.conf"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "xorrelu", "activation=tanh,relu", "steps=3", "replicas=2", "--multirun"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((work / "outputs" / "multirun").glob("*/*/*/summary.json"))) == 2
