@@ -129,6 +129,7 @@ class Config:
     log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
+    plot: bool = True  # write comparison plots and summary tables into the run dir when it ends
 
 
 def register_configs() -> None:

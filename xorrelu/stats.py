@@ -1,0 +1,62 @@
+"""Statistics across replicas: XOR outcomes are bimodal (solved or stuck), so rates with
+intervals say more than mean +- std."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a success rate; (nan, nan) for no trials."""
+    if trials == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per group of replicas: solved rate with a Wilson 95% interval, median final cost
+    with its IQR (diverged replicas left out and counted apart), and steps to solve."""
+    rows = []
+    for values, group in replicas.groupby(keys, sort=False, dropna=False) if keys else [((), replicas)]:
+        values = values if isinstance(values, tuple) else (values,)
+        n, solved = len(group), int(group.solved.sum())
+        low, high = wilson_interval(solved, n)
+        finite = group.final_cost[~group.diverged]
+        q25, median, q75 = np.percentile(finite, [25, 50, 75]) if len(finite) else (np.nan,) * 3
+        steps_to_solve = group.first_step_solved.dropna()
+        rows.append(
+            {
+                **dict(zip(keys, values)),
+                "replicas": n,
+                "solved": solved,
+                "solved_rate": solved / n,
+                "solved_ci_low": low,
+                "solved_ci_high": high,
+                "median_final_cost": median,
+                "final_cost_q25": q25,
+                "final_cost_q75": q75,
+                "diverged": int(group.diverged.sum()),
+                "median_steps_to_solve": steps_to_solve.median() if len(steps_to_solve) else np.nan,
+                "unsolved": n - solved,
+                "steps": int(group.last_step.max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
+    """summary.md: the group table as a person reads it."""
+    header = [*keys, "replicas", "solved (95% CI)", "median final cost [IQR]", "diverged", "steps to solve (median of solved)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.itertuples(index=False):
+        row = row._asdict()
+        solved = f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} [{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
+        cost = f"{row['median_final_cost']:.3g} [{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
+        steps = "" if np.isnan(row["median_steps_to_solve"]) else f"{row['median_steps_to_solve']:.0f}"
+        if row["unsolved"]:
+            steps += ("; " if steps else "") + f"{row['unsolved']} unsolved: > {row['steps']}"
+        lines.append("| " + " | ".join([*(str(row[k]) for k in keys), str(row["replicas"]), solved, cost, str(row["diverged"]), steps]) + " |")
+    return "\n".join(lines) + "\n"
