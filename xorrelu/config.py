@@ -109,6 +109,12 @@ class ParityConf(DatasetConf):
     bits: int = 3  # inputs; all 2**bits points, label = sum of bits mod 2 (bits=2 is XOR), 1..16
 
 
+class Engine(Enum):
+    auto = "auto"  # fused when it is compiled and applies (elementwise activations), else autograd
+    autograd = "autograd"  # the nn.Sequential and torch.optim as they are: the reference
+    fused = "fused"  # explicit backward, replicas on the last axis; compiled per `compile`
+
+
 class Device(Enum):
     auto = "auto"  # cuda when available, else cpu
     cpu = "cpu"
@@ -129,6 +135,9 @@ class Config:
     log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
+    engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
+    compile: Any = "auto"  # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
+    threads: int = 0  # torch threads per job; 0 = PyTorch's default (the machine's cores)
     plot: bool = True  # write comparison plots and summary tables into the run dir when it ends
 
 
@@ -180,6 +189,14 @@ def validate(cfg: DictConfig) -> None:
     for key in _AT_LEAST_1:
         _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
     _check(cfg, "seed", lambda v: v >= 0, "an integer >= 0")
+    _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
+    if cfg.compile not in ("auto", True, False):
+        raise ConfigError("compile", cfg.compile, "auto, true or false")
+    if Engine(cfg.engine) is Engine.fused:
+        from xorrelu.fused import FUSED_ACTIVATIONS
+
+        if cfg.activation.name not in FUSED_ACTIVATIONS:
+            raise ConfigError("engine", "fused", f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; use engine=autograd or auto")
     for key in _POSITIVE:
         _check(cfg, key, lambda v: v > 0, "a number > 0")
     for key in _UNIT_INTERVAL:

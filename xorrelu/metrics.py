@@ -77,42 +77,60 @@ def stuck_fractions(pre_activations: list[torch.Tensor], act: Activation, act_cf
     return stuck.float().mean(2)
 
 
-class MetricsWriter:
-    """Buffers rows as tensors and appends them to metrics.csv in whole chunks.
+class Recorder:
+    """Buffers logged rows as tensors and appends them to metrics.csv in whole chunks.
 
-    Flushes every `flush_rows` rows or `flush_seconds` seconds, whichever comes first, so a
-    killed job loses at most those seconds. Floats are written in their shortest exact form.
+    Per-replica bookkeeping happens here too, once per chunk and vectorized over its steps, so
+    logging every step stays cheap: a replica whose cost turned NaN/inf is *diverged* and its
+    rows from then on are NaN; `since` is the first logged step of its current solved streak
+    (-1 while unsolved). Flushes every `flush_rows` rows or `flush_seconds` seconds.
     """
 
-    def __init__(self, path: Path, columns: list[str], seeds: list[int], flush_rows: int = 200_000, flush_seconds: float = 5.0):
-        self.columns, self.seeds = columns, np.asarray(seeds, dtype=np.int64)
+    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, flush_rows: int = 200_000, flush_seconds: float = 5.0):
+        self.seeds = np.asarray(seeds, dtype=np.int64)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
         fields += [pa.field(name, pa.float32()) for name in columns[2:]]
         self.schema = pa.schema(fields)
         self.file = open(path, "wb")
         self.writer = pacsv.CSVWriter(self.file, self.schema, write_options=pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
+        self.diverged = torch.zeros(len(seeds), dtype=torch.bool, device=device)
+        self.since = torch.full((len(seeds),), -1, dtype=torch.long, device=device)
+        self.last_row: torch.Tensor | None = None
         self.steps: list[int] = []
-        self.values: list[torch.Tensor] = []
-        self.rows, self.last_flush = 0, time.monotonic()
+        self.rows: list[torch.Tensor] = []
+        self.last_flush = time.monotonic()
 
-    def add(self, step: int, values: torch.Tensor) -> None:
-        """values: [replicas, columns - 2] (everything after step and seed)."""
+    def add(self, step: int, row: torch.Tensor) -> None:
+        """row: [replicas, columns - 2] (everything after step and seed) at `step`."""
         self.steps.append(step)
-        self.values.append(values.detach())
-        self.rows += len(self.seeds)
-        if self.rows >= self.flush_rows or time.monotonic() - self.last_flush > self.flush_seconds:
+        self.rows.append(row)
+        if len(self.steps) * len(self.seeds) >= self.flush_rows or time.monotonic() - self.last_flush > self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         if self.steps:
-            values = torch.cat(self.values).float().cpu().numpy()
-            step = np.repeat(np.asarray(self.steps, dtype=np.int64), len(self.seeds))
-            seed = np.tile(self.seeds, len(self.steps))
-            arrays = [pa.array(step), pa.array(seed)] + [pa.array(values[:, j]) for j in range(values.shape[1])]
+            values = torch.stack(self.rows)  # [steps, replicas, columns]
+            steps = torch.tensor(self.steps, device=values.device)
+            cost, accuracy = values[..., 0], values[..., 1]
+            diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
+            values = values.masked_fill(diverged[..., None], float("nan"))
+            solved = (accuracy == 1) & (cost < SOLVED_COST) & ~diverged
+            last_unsolved = len(steps) - 1 - (~solved).flip(0).int().argmax(0)  # meaningful where any is unsolved
+            streak_start = torch.where(
+                (~solved).any(0),
+                steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
+                torch.where(self.since >= 0, self.since, steps[0]),
+            )
+            self.since = torch.where(solved[-1], streak_start, -1)
+            self.diverged, self.last_row = diverged[-1], values[-1]
+            flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
+            step_column = np.repeat(np.asarray(self.steps, dtype=np.int64), len(self.seeds))
+            seed_column = np.tile(self.seeds, len(self.steps))
+            arrays = [pa.array(step_column), pa.array(seed_column)] + [pa.array(flat[:, j]) for j in range(flat.shape[1])]
             self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
             self.file.flush()
-        self.steps, self.values, self.rows, self.last_flush = [], [], 0, time.monotonic()
+        self.steps, self.rows, self.last_flush = [], [], time.monotonic()
 
     def close(self) -> None:
         self.flush()

@@ -22,13 +22,16 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from xorrelu.activations import get_activation
-from xorrelu.config import Device
+from torch import nn
+
+from xorrelu import fused
+from xorrelu.activations import Activation, get_activation
+from xorrelu.config import Device, Engine
 from xorrelu.data import make_dataset
 from xorrelu.files import save_torch, write_json
 from xorrelu.metrics import (
     SOLVED_COST,
-    MetricsWriter,
+    Recorder,
     accuracy,
     columns,
     cost,
@@ -49,6 +52,9 @@ OPTIMIZERS = {
 }
 
 
+COMPILE_AUTO_MODEL_STEPS = 2_000_000  # compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
+
+
 def resolve_device(device) -> torch.device:
     device = Device(device)
     if device is Device.auto:
@@ -56,91 +62,125 @@ def resolve_device(device) -> torch.device:
     return torch.device(device.value)
 
 
+class AutogradEngine:
+    """The nn.Sequential and torch.optim as they are: the reference every fast path is held to."""
+
+    name, compiled = "autograd", False
+
+    def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, act: Activation, cfg):
+        self.model, self.x, self.y, self.act, self.act_cfg = model, x, y, act, cfg.activation
+        self.layers = linear_layers(model)
+        self.optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+
+    def step(self, update: bool = True, log: bool = True) -> torch.Tensor:
+        """Metrics [replicas, columns] at the current parameters (cost and accuracy only unless
+        `log`); then one update if `update`."""
+        logits, pre_activations = forward(self.model, self.x)
+        costs = cost(logits, self.y)
+        self.optimizer.zero_grad(set_to_none=False)
+        costs.sum().backward()  # a sum keeps replicas independent: each gets its own gradient
+        with torch.no_grad():
+            row = [costs[:, None], accuracy(logits, self.y)[:, None]]
+            if log:
+                stuck = stuck_fractions(pre_activations, self.act, self.act_cfg, prelu_slopes(self.model))
+                row += [grad_norms(self.layers).T, stuck.T]
+            row = torch.cat(row, dim=1)
+        if update:
+            self.optimizer.step()
+        return row
+
+    def write_back(self) -> None:
+        pass  # trains the nn.Sequential itself
+
+
+def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor):
+    """compile=auto compiles when the run is long enough for ~15 s of compilation to pay off;
+    engine=auto takes the fused engine exactly then (uncompiled, autograd is as fast)."""
+    act = get_activation(cfg.activation.name)
+    compile_ = cfg.steps * cfg.replicas >= COMPILE_AUTO_MODEL_STEPS if cfg.compile == "auto" else bool(cfg.compile)
+    engine = Engine(cfg.engine)
+    if engine is Engine.auto:
+        engine = Engine.fused if compile_ and fused.supports(cfg) else Engine.autograd
+    if engine is Engine.autograd:
+        return AutogradEngine(model, x, y, act, cfg)
+    return fused.FusedEngine(model, x, y, act, cfg, compile=compile_)
+
+
 def train(cfg, out_dir: str | Path) -> dict:
     """Train cfg.replicas nets; write metrics.csv, summary.json and weights.pt into out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     x, y = make_dataset(cfg.dataset, device)
     model = build_model(cfg, x.shape[1]).to(device)
-    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
-    activation = get_activation(cfg.activation.name)
-    seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
+    engine = make_engine(cfg, model, x, y)
     log.info("%s", model)
+    log.info("engine: %s%s, %d thread(s), %s", engine.name, ", compiled" if engine.compiled else "", torch.get_num_threads(), device)
 
-    summary = _job_info(cfg, device)
+    summary = _job_info(cfg, device, engine)
     write_json(out_dir / "summary.json", summary)
     initial = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    writer = MetricsWriter(out_dir / "metrics.csv", columns(cfg.depth), seeds)
-    diverged = torch.zeros(cfg.replicas, dtype=torch.bool, device=device)
-    solved_since = torch.full((cfg.replicas,), -1, dtype=torch.long, device=device)  # -1 = not solved
-    linears = linear_layers(model)
+    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), list(range(cfg.seed, cfg.seed + cfg.replicas)), device)
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
-    start, step = time.perf_counter(), 0
+    start, warm, step = time.perf_counter(), None, 0
     bar = tqdm(total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
     try:
         with logging_redirect_tqdm():
             for step in range(steps + 1):
-                # forward and backward at the parameters after `step` updates
-                logits, pre_activations = forward(model, x)
-                costs = cost(logits, y)
-                optimizer.zero_grad(set_to_none=False)
-                costs.sum().backward()  # a sum keeps replicas independent: each gets its own gradient
-                accs = accuracy(logits, y)
-                diverged |= ~torch.isfinite(costs)
-
-                # log: one row per replica
-                if step % log_every == 0 or step == steps:
-                    with torch.no_grad():
-                        stuck = stuck_fractions(pre_activations, activation, cfg.activation, prelu_slopes(model))
-                        row = torch.cat([costs[:, None], accs[:, None], grad_norms(linears).T, stuck.T], dim=1)
-                        writer.add(step, torch.where(diverged[:, None], float("nan"), row))
-                    solved = (accs == 1) & (costs < SOLVED_COST) & ~diverged
-                    solved_since = torch.where(solved, torch.where(solved_since < 0, step, solved_since), -1)
+                logged = step % log_every == 0 or step == steps
+                row = engine.step(update=step < steps, log=logged)  # metrics after `step` updates, then update
+                if logged:
+                    recorder.add(step, row)
                 if step % print_every == 0 or step == steps:
-                    _print_progress(step, costs, diverged, solved_since)
-                if step == steps:
-                    break
-
-                # update
-                optimizer.step()
-                bar.update()
+                    _print_progress(step, row)
+                if step == 0:
+                    warm = time.perf_counter()  # the first step carries any compilation
+                bar.update(step < steps)
+        recorder.close()
     except BaseException as error:
-        writer.close()
+        recorder.close()
         summary.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error=repr(error))
-        summary.update(_timing(step, cfg.replicas, start))
+        summary.update(_timing(step, cfg.replicas, start, warm))
         write_json(out_dir / "summary.json", summary)
         raise
     finally:
         bar.close()
-    writer.close()
+    timing = _timing(step, cfg.replicas, start, warm)
+    engine.write_back()
 
     final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step})
-    hypotheses = torch.sigmoid(logits).detach().cpu()
+    save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": recorder.seeds.tolist(), "step": step})
+    with torch.no_grad():
+        hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
+    last, diverged, since = recorder.last_row.cpu(), recorder.diverged.cpu(), recorder.since.cpu()
     summary["replicas"] = [
         {
-            "seed": seed,
-            "final_cost": None if diverged[r] else costs[r].item(),
-            "final_accuracy": None if diverged[r] else accs[r].item(),
-            "solved": bool(solved_since[r] >= 0),
-            "first_step_solved": int(solved_since[r]) if solved_since[r] >= 0 else None,
+            "seed": int(seed),
+            "final_cost": None if diverged[r] else last[r, 0].item(),
+            "final_accuracy": None if diverged[r] else last[r, 1].item(),
+            "solved": bool(since[r] >= 0),
+            "first_step_solved": int(since[r]) if since[r] >= 0 else None,
             "diverged": bool(diverged[r]),
             "hypothesis": hypotheses[r].tolist(),
         }
-        for r, seed in enumerate(seeds)
+        for r, seed in enumerate(recorder.seeds)
     ]
-    summary.update(status="completed", **_timing(step, cfg.replicas, start))
+    summary.update(status="completed", **timing)
     write_json(out_dir / "summary.json", summary)
     _print_table(summary["replicas"], x.cpu())
     return summary
 
 
-def _print_progress(step: int, costs: torch.Tensor, diverged: torch.Tensor, solved_since: torch.Tensor) -> None:
-    alive = costs[~diverged].detach()
+def _print_progress(step: int, row: torch.Tensor) -> None:
+    costs, accs = row[:, 0], row[:, 1]
+    finite = torch.isfinite(costs)
+    alive = costs[finite]
     spread = f"{alive.quantile(0.5):.7g} ({alive.min():.4g}-{alive.max():.4g})" if len(alive) else "nan"
-    extra = f", diverged {int(diverged.sum())}" if diverged.any() else ""
-    log.info("step %7d | cost %s | solved %d/%d%s", step, spread, int((solved_since >= 0).sum()), len(costs), extra)
+    solved = int(((accs == 1) & (costs < SOLVED_COST)).sum())
+    extra = f", diverged {int((~finite).sum())}" if not finite.all() else ""
+    log.info("step %7d | cost %s | solved %d/%d%s", step, spread, solved, len(costs), extra)
 
 
 def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> None:
@@ -161,17 +201,24 @@ def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> 
         )
 
 
-def _timing(step: int, replicas: int, start: float) -> dict:
-    wall = time.perf_counter() - start
-    return {"last_step": step, "wall_seconds": wall, "model_steps_per_second": step * replicas / wall if wall > 0 else None}
+def _timing(step: int, replicas: int, start: float, warm: float | None = None) -> dict:
+    """Wall time, and throughput over the steps after the first (whose time is `warmup_seconds`)."""
+    now = time.perf_counter()
+    timing = {"last_step": step, "wall_seconds": now - start}
+    if warm is not None:
+        timing["warmup_seconds"] = warm - start
+        timing["model_steps_per_second"] = (step - 1) * replicas / (now - warm) if step > 1 and now > warm else None
+    return timing
 
 
-def _job_info(cfg, device: torch.device) -> dict:
+def _job_info(cfg, device: torch.device, engine) -> dict:
     return {
         "status": "running",
         "last_step": 0,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "device": str(device),
+        "engine": engine.name,
+        "compiled": engine.compiled,
         "threads": torch.get_num_threads(),
         "versions": {
             "xorrelu": _version(),
