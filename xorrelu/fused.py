@@ -63,6 +63,8 @@ class FusedEngine:
         in one compiled step they cost little); then one update if `update`."""
         fn = self._update_step if update else self._step  # the final measurement runs once, uncompiled
         with torch.no_grad():
+            if update:
+                self.t += 1  # outside the compiled step: compiled code may drop in-place writes to a 0-d input
             return fn(self.weights, self.biases, self.state, self.t, update).T
 
     def write_back(self) -> None:
@@ -115,8 +117,7 @@ class FusedEngine:
 
     def _update(self, params, grads, state, t) -> None:
         """torch.optim's update rules, written out in place (same order of operations)."""
-        opt, n = self.opt, len(params)
-        t.add_(1)
+        opt, n = self.opt, len(params)  # t already counts this update
         for k, (p, g) in enumerate(zip(params, grads)):
             if opt.name == "sgd":
                 p.sub_(opt.lr * g)
