@@ -8,7 +8,7 @@ from conftest import make_cfg
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
-from xorrelu.init import INITIALIZERS, init_weight
+from xorrelu.init import INITIALIZERS, init_weights
 from xorrelu.model import BatchedLinear, build_model, export_replica, linear_layers
 from xorrelu.metrics import forward, prelu_slopes, stuck_fractions
 
@@ -17,7 +17,7 @@ FAN_IN, FAN_OUT = 300, 200
 
 def draw(*overrides):
     cfg = make_cfg(*overrides)
-    return init_weight(cfg.init, FAN_IN, FAN_OUT, torch.Generator().manual_seed(0))
+    return init_weights(cfg.init, [(FAN_IN, FAN_OUT)], seeds=[0])[0][0]
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,13 @@ def test_init_bounds_and_std(name, bound, std):
     assert w.std().item() == pytest.approx(std, rel=0.03)
 
 
+def test_replicas_and_layers_draw_different_weights():
+    weights = init_weights(make_cfg().init, [(5, 5), (5, 5)], seeds=[0, 1])
+    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(weights[0][0], weights[1][0])
+    weights = init_weights(make_cfg("init=orthogonal").init, [(5, 5), (5, 5)], seeds=[0, 1])
+    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(weights[0][0], weights[1][0])
+
+
 def test_init_orthogonal_and_zeros():
     w = draw("init=orthogonal")
     torch.testing.assert_close(w.T @ w, torch.eye(FAN_OUT), atol=1e-5, rtol=0)
@@ -57,7 +64,7 @@ def test_init_normal_std_and_bias_are_configurable():
 
 def test_registries_name_the_valid_choices():
     with pytest.raises(KeyError, match="lab_uniform, normal"):
-        init_weight(make_cfg("init.name=nope").init, 2, 2, torch.Generator())
+        init_weights(make_cfg("init.name=nope").init, [(2, 2)], [0])
     assert set(ACTIVATIONS) == {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus", "prelu", "maxout"}
     assert len(INITIALIZERS) == 9
 
@@ -94,10 +101,11 @@ def test_exported_replica_matches_its_slice(activation):
         torch.testing.assert_close(plain(x).squeeze(-1), logits[r], rtol=1e-10, atol=1e-12)
 
 
-def test_replica_r_starts_like_a_single_run_with_seed_plus_r():
-    batched = build_model(make_cfg("replicas=5", "seed=10"), 2)
+@pytest.mark.parametrize("init", ["lab_uniform", "kaiming_normal", "orthogonal"])
+def test_replica_r_starts_like_a_single_run_with_seed_plus_r(init):
+    batched = build_model(make_cfg("replicas=5", "seed=10", f"init={init}"), 2)
     for r in range(5):
-        single = build_model(make_cfg("replicas=1", f"seed={10 + r}"), 2)
+        single = build_model(make_cfg("replicas=1", f"seed={10 + r}", f"init={init}"), 2)
         for a, b in zip(linear_layers(batched), linear_layers(single)):
             assert torch.equal(a.weight[r], b.weight[0]) and torch.equal(a.bias[r], b.bias[0])
 

@@ -71,16 +71,17 @@ def test_same_config_gives_a_byte_identical_csv(train_run):
 
 
 def test_a_diverged_replica_is_marked_and_the_others_train_on(train_run):
-    args = ("activation=elu", "optimizer.lr=3", "depth=3", "steps=50")
+    args = ("activation=elu", "optimizer.lr=10", "depth=3", "steps=50")
     summary, metrics, _ = train_run(*args, "replicas=8", "seed=0")
     diverged = [rep["seed"] for rep in summary["replicas"] if rep["diverged"]]
-    assert diverged == [2]
-    rep = summary["replicas"][2]
+    assert diverged == [3]
+    rep = summary["replicas"][3]
     assert rep["final_cost"] is None and not rep["solved"]
-    rows = metrics[metrics.seed == 2]
+    rows = metrics[metrics.seed == 3]
     first_nan = rows.step[rows.cost.isna()].min()
     assert rows[rows.step >= first_nan].drop(columns=["step", "seed"]).isna().all().all()
-    assert first_nan == 18 and metrics[metrics.seed != 2].notna().all().all()
+    assert rows[rows.step < first_nan].notna().all().all()
+    assert first_nan == 8 and metrics[metrics.seed != 3].notna().all().all()
 
 
 def test_a_nan_replica_leaves_the_others_bit_identical(train_run, monkeypatch):

@@ -1,36 +1,60 @@
 """Weight initializers by name.
 
-Each fills one layer's weight matrix from one replica's generator. The matrix is drawn in
-PyTorch's own [out, in] layout, so torch.nn.init's fan-in / fan-out rules apply unchanged, and
-returned transposed as [in, out], the lesson's tf.Variable layout that the model stores.
+Replica r draws every weight of its net from one generator seeded `seed + r`: one call fills the
+replica's whole parameter vector with U(0, 1) or N(0, 1) numbers, and each layer's slice is then
+scaled by the rule's bound or standard deviation for that layer's fan-in and fan-out. A replica's
+draw therefore does not depend on how many replicas are trained beside it, and 100,000 replicas
+initialize in about a second. (orthogonal needs a QR per matrix and goes layer by layer.)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-# (weight [out, in], generator, init cfg) -> None, filling weight in place
-INITIALIZERS: dict[str, Callable[[torch.Tensor, torch.Generator, object], object]] = {
-    "lab_uniform": lambda w, g, c: nn.init.uniform_(w, -c.bound, c.bound, generator=g),
-    "normal": lambda w, g, c: nn.init.normal_(w, 0.0, c.std, generator=g),
-    "xavier_uniform": lambda w, g, c: nn.init.xavier_uniform_(w, generator=g),
-    "xavier_normal": lambda w, g, c: nn.init.xavier_normal_(w, generator=g),
-    "kaiming_uniform": lambda w, g, c: nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=g),
-    "kaiming_normal": lambda w, g, c: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g),
-    "lecun_normal": lambda w, g, c: nn.init.kaiming_normal_(w, nonlinearity="linear", generator=g),
-    "orthogonal": lambda w, g, c: nn.init.orthogonal_(w, generator=g),
-    "zeros": lambda w, g, c: nn.init.zeros_(w),
+# name -> (distribution, scale(cfg, fan_in, fan_out)): weights = scale * U(-1, 1) or scale * N(0, 1)
+INITIALIZERS: dict[str, tuple[str, Callable[..., float]]] = {
+    "lab_uniform": ("uniform", lambda c, fan_in, fan_out: c.bound),  # the lesson's U(-1, 1)
+    "normal": ("normal", lambda c, fan_in, fan_out: c.std),
+    "xavier_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))),
+    "xavier_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
+    "kaiming_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / fan_in)),  # gain sqrt(2), fan-in
+    "kaiming_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / fan_in)),
+    "lecun_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(1 / fan_in)),
+    "orthogonal": ("orthogonal", lambda c, fan_in, fan_out: 1.0),  # gain 1
+    "zeros": ("zeros", lambda c, fan_in, fan_out: 0.0),
 }
 
 
-def init_weight(cfg, fan_in: int, fan_out: int, generator: torch.Generator) -> torch.Tensor:
-    """One layer's weight matrix, [fan_in, fan_out], drawn with `cfg.name`'s rule."""
+def init_weights(cfg, shapes: list[tuple[int, int]], seeds) -> list[torch.Tensor]:
+    """Weight matrices [replicas, fan_in, fan_out] for layers of the given shapes, replica r
+    drawn from its own generator seeded seeds[r]."""
     if cfg.name not in INITIALIZERS:
         raise KeyError(f"unknown init {cfg.name!r}; valid names: {', '.join(INITIALIZERS)}")
+    distribution, scale = INITIALIZERS[cfg.name]
+    seeds = list(seeds)
+    if distribution == "orthogonal":
+        return [torch.stack([_orthogonal(fan_in, fan_out, seed, i) for seed in seeds]) for i, (fan_in, fan_out) in enumerate(shapes)]
+    sizes = [fan_in * fan_out for fan_in, fan_out in shapes]
+    raw = torch.zeros(len(seeds), sum(sizes))
+    if distribution != "zeros":
+        for r, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(seed)
+            if distribution == "uniform":
+                raw[r].uniform_(-1.0, 1.0, generator=generator)
+            else:
+                raw[r].normal_(0.0, 1.0, generator=generator)
+    return [
+        block.reshape(len(seeds), fan_in, fan_out) * scale(cfg, fan_in, fan_out)
+        for block, (fan_in, fan_out) in zip(raw.split(sizes, dim=1), shapes)
+    ]
+
+
+def _orthogonal(fan_in: int, fan_out: int, seed: int, layer: int) -> torch.Tensor:
+    """A (semi-)orthogonal [fan_in, fan_out] matrix from the replica's generator, offset per layer."""
     weight = torch.empty(fan_out, fan_in)
-    with torch.no_grad():
-        INITIALIZERS[cfg.name](weight, generator, cfg)
+    nn.init.orthogonal_(weight, generator=torch.Generator().manual_seed(seed * 1_000_003 + layer))
     return weight.T

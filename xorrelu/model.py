@@ -17,7 +17,7 @@ from torch import nn
 
 from xorrelu.activations import BatchedPReLU, get_activation
 from xorrelu.data import make_dataset
-from xorrelu.init import init_weight
+from xorrelu.init import init_weights
 
 
 class BatchedLinear(nn.Module):
@@ -58,12 +58,12 @@ def linear_layers(model: nn.Sequential) -> list[BatchedLinear]:
 
 @torch.no_grad()
 def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
-    """Replica r draws all its layers, input to output, from one generator seeded seeds[r]."""
-    for r, seed in enumerate(seeds):
-        generator = torch.Generator().manual_seed(seed)
-        for layer in linear_layers(model):
-            layer.weight[r] = init_weight(init_cfg, layer.in_features, layer.out_features, generator)
-            layer.bias[r] = init_cfg.bias
+    """Replica r draws all its weights from one generator seeded seeds[r] (see xorrelu.init)."""
+    layers = linear_layers(model)
+    weights = init_weights(init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds)
+    for layer, weight in zip(layers, weights):
+        layer.weight.copy_(weight)
+        layer.bias.fill_(init_cfg.bias)
 
 
 @torch.no_grad()
