@@ -67,6 +67,10 @@ BAD_INPUTS = [
     (["activation.name=swish"], ["activation.name='swish'", "relu", "maxout"]),
     (["device=gpu"], ["gpu", "auto", "cpu", "cuda"]),
     (["device=cuda"], ["device='cuda'", "no CUDA GPU"]),
+    (["engine=fused", "activation=maxout"], ["engine='fused'", "relu", "engine=autograd"]),
+    (["engine=turbo"], ["turbo", "autograd", "fused"]),
+    (["compile=maybe"], ["compile='maybe'", "auto, true or false"]),
+    (["threads=-1"], ["threads=-1", ">= 0"]),
 ]
 
 
