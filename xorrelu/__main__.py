@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -33,7 +35,25 @@ def _hydra_main(cfg: DictConfig) -> None:
         _remove_job_dir(out_dir)
         print(f"xorrelu: error: {error}", file=sys.stderr)
         sys.exit(2)
+    threads = job_threads(cfg.threads, HydraConfig.get().launcher)
+    if threads:
+        torch.set_num_threads(threads)
     train(cfg, out_dir)
+
+
+def job_threads(threads: int, launcher) -> int:
+    """threads=0 shares the cores among the jobs a launcher runs at once (joblib's n_jobs,
+    submitit's cpus_per_task), so that jobs x threads never exceeds the cores; 0 = leave it."""
+    if threads > 0:
+        return threads
+    cores = os.cpu_count() or 1
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs:
+        parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+        return max(1, cores // parallel)
+    return 0
 
 
 def _remove_job_dir(out_dir: Path) -> None:

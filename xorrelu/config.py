@@ -137,8 +137,9 @@ class Config:
     device: Device = Device.auto  # auto | cpu | cuda
     engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
     compile: Any = "auto"  # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
-    threads: int = 0  # torch threads per job; 0 = PyTorch's default (the machine's cores)
+    threads: int = 0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once
     plot: bool = True  # write comparison plots and summary tables into the run dir when it ends
+    tensorboard: bool = False  # also log scalars and weight histograms for TensorBoard (extra [tensorboard])
 
 
 def register_configs() -> None:
@@ -203,6 +204,11 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("tensorboard", True, "needs the tensorboard package: pip install 'xorrelu[tensorboard]'") from None
     if Device(cfg.device) is Device.cuda:
         import torch
 

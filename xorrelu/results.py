@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
 # Keys that never change what is being measured: jobs differing only in these are pooled.
-NOT_EXPERIMENTAL = {"seed", "replicas", "device", "print_every", "log_every", "plot", "engine", "compile", "threads"}
+NOT_EXPERIMENTAL = {"seed", "replicas", "device", "print_every", "log_every", "plot", "engine", "compile", "threads", "tensorboard"}
 
 
 class ResultsError(Exception):

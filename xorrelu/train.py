@@ -41,6 +41,7 @@ from xorrelu.metrics import (
     stuck_fractions,
 )
 from xorrelu.model import build_model, linear_layers
+from xorrelu.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def train(cfg, out_dir: str | Path) -> dict:
     write_json(out_dir / "summary.json", summary)
     initial = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), list(range(cfg.seed, cfg.seed + cfg.replicas)), device)
+    board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
     start, warm, step = time.perf_counter(), None, 0
     bar = tqdm(total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
@@ -133,20 +135,29 @@ def train(cfg, out_dir: str | Path) -> dict:
                 row = engine.step(update=step < steps, log=logged)  # metrics after `step` updates, then update
                 if logged:
                     recorder.add(step, row)
+                    if board:
+                        board.scalars(step, row)
                 if step % print_every == 0 or step == steps:
                     _print_progress(step, row)
+                    if board:
+                        engine.write_back()  # the fused engine keeps its own copy of the weights
+                        board.histograms(step, model)
                 if step == 0:
                     warm = time.perf_counter()  # the first step carries any compilation
                 bar.update(step < steps)
         recorder.close()
     except BaseException as error:
         recorder.close()
+        if board:
+            board.close()
         summary.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error=repr(error))
         summary.update(_timing(step, cfg.replicas, start, warm))
         write_json(out_dir / "summary.json", summary)
         raise
     finally:
         bar.close()
+    if board:
+        board.close()
     timing = _timing(step, cfg.replicas, start, warm)
     engine.write_back()
 
