@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from xorrelu.config import ConfigError, register_configs, validate
-from xorrelu.train import train
+from xorrelu.train import Interrupted, train
 
 # A source checkout reads its top-level conf/; an installed package reads the copy installed as
 # xorrelu.conf (pyproject maps conf/ there).
@@ -38,7 +38,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     threads = job_threads(cfg.threads, HydraConfig.get().launcher)
     if threads:
         torch.set_num_threads(threads)
-    train(cfg, out_dir)
+    try:
+        train(cfg, out_dir)
+    except OSError as error:  # a full disk, a vanished dir: every complete row so far is kept
+        print(f"xorrelu: error: cannot write the results in {out_dir}: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def job_threads(threads: int, launcher) -> int:
@@ -68,10 +72,27 @@ def _remove_job_dir(out_dir: Path) -> None:
         parent = parent.parent
 
 
+def _check_output_root(args: list[str]) -> None:
+    """Hydra makes the run dir before anything else and would fail with a traceback when a file
+    stands where a directory must go: say it in one line instead, before anything runs."""
+    roots = [arg.split("=", 1)[1].split("${")[0] for arg in args if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    for root in roots or ["outputs"]:
+        for path in [Path(root), *Path(root).parents]:
+            if path.exists() and not path.is_dir():
+                print(f"xorrelu: error: cannot write results under {root}: {path} is a file, not a directory", file=sys.stderr)
+                sys.exit(2)
+
+
 def main() -> None:
-    """Entry point of `python -m xorrelu` and the `xorrelu` script; bad config exits with code 2."""
+    """Entry point of `python -m xorrelu` and the `xorrelu` script. Exit codes: 2 bad config or
+    output path, 1 a failure while training, 130 / 143 stopped by SIGINT / SIGTERM or SIGUSR2."""
+    _check_output_root(sys.argv[1:])
     try:
         _hydra_main()
+    except Interrupted as stop:
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
     except SystemExit as exit_:
         if exit_.code == 1 and not _job_started:  # Hydra refused an override before any job ran
             sys.exit(2)

@@ -214,6 +214,40 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto")
+    _check_memory(cfg)
+
+
+def estimated_bytes(cfg) -> int:
+    """Memory a run needs, from its size: parameters (with gradients, optimizer state and saved
+    copies) and activations per replica, plus ~0.5 GiB for PyTorch itself. Measured: 100,000
+    replicas of the default net peak at 1.4 GiB; this says 1.8."""
+    pieces = cfg.activation.get("pieces", 1) if cfg.activation.name == "maxout" else 1
+    inputs = 2 if cfg.dataset.name == "xor" else cfg.dataset.bits
+    points = 4 if cfg.dataset.name == "xor" else 2**cfg.dataset.bits
+    units = cfg.width * pieces
+    params = (inputs + 1) * units + (cfg.depth - 1) * (cfg.width + 1) * units + cfg.width + 1
+    activations = points * units * cfg.depth
+    return cfg.replicas * 4 * (6 * params + 8 * activations) + 512 * 2**20
+
+
+def available_bytes(device) -> int:
+    import torch
+
+    if Device(device) is not Device.cpu and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    with open("/proc/meminfo") as meminfo:
+        fields = dict(line.split(":", 1) for line in meminfo)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def _check_memory(cfg) -> None:
+    need, have = estimated_bytes(cfg), available_bytes(cfg.device)
+    if need > have:
+        raise ConfigError(
+            "replicas", cfg.replicas,
+            f"this run needs about {need / 2**30:.1f} GiB (replicas x depth x width^2 x points), "
+            f"more than the {have / 2**30:.1f} GiB free here; use fewer replicas or a smaller net",
+        )
 
 
 def _check(cfg: DictConfig, key: str, ok, allowed: str) -> None:

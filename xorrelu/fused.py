@@ -67,6 +67,15 @@ class FusedEngine:
                 self.t += 1  # outside the compiled step: compiled code may drop in-place writes to a 0-d input
             return fn(self.weights, self.biases, self.state, self.t, update).T
 
+    def state_dict(self) -> dict:
+        return {"state": [s.cpu() for s in self.state], "t": self.t.cpu()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        with torch.no_grad():
+            for mine, theirs in zip(self.state, saved["state"]):
+                mine.copy_(theirs)
+            self.t.copy_(saved["t"])
+
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():

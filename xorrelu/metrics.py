@@ -86,16 +86,25 @@ class Recorder:
     (-1 while unsolved). Flushes every `flush_rows` rows or `flush_seconds` seconds.
     """
 
-    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, flush_rows: int = 200_000, flush_seconds: float = 5.0):
+    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, flush_rows: int = 200_000,
+                 flush_seconds: float = 5.0, resume: dict | None = None):
         self.seeds = np.asarray(seeds, dtype=np.int64)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
         fields += [pa.field(name, pa.float32()) for name in columns[2:]]
         self.schema = pa.schema(fields)
-        self.file = open(path, "wb")
-        self.writer = pacsv.CSVWriter(self.file, self.schema, write_options=pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
         self.diverged = torch.zeros(len(seeds), dtype=torch.bool, device=device)
         self.since = torch.full((len(seeds),), -1, dtype=torch.long, device=device)
+        if resume:  # go on from a snapshot: drop any rows written after it, keep appending
+            self.file = open(path, "r+b")
+            self.file.truncate(resume["csv_bytes"])
+            self.file.seek(resume["csv_bytes"])
+            self.diverged.copy_(resume["diverged"])
+            self.since.copy_(resume["since"])
+        else:
+            self.file = open(path, "wb")
+        options = pacsv.WriteOptions(include_header=not resume, quoting_style="none", quoting_header="none")
+        self.writer = pacsv.CSVWriter(self.file, self.schema, write_options=options)
         self.last_row: torch.Tensor | None = None
         self.steps: list[int] = []
         self.rows: list[torch.Tensor] = []
@@ -132,7 +141,13 @@ class Recorder:
             self.file.flush()
         self.steps, self.rows, self.last_flush = [], [], time.monotonic()
 
-    def close(self) -> None:
+    def snapshot(self) -> dict:
+        """Flush, and return what a resumed run needs to go on from exactly here."""
         self.flush()
-        self.writer.close()
-        self.file.close()
+        return {"csv_bytes": self.file.tell(), "diverged": self.diverged.cpu().clone(), "since": self.since.cpu().clone()}
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.flush()
+            self.writer.close()
+            self.file.close()

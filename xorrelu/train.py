@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -93,13 +96,22 @@ class AutogradEngine:
     def write_back(self) -> None:
         pass  # trains the nn.Sequential itself
 
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
 
-def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor):
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, same_as: dict | None = None):
     """compile=auto compiles when the run is long enough for ~15 s of compilation to pay off;
-    engine=auto takes the fused engine exactly then (uncompiled, autograd is as fast)."""
+    engine=auto takes the fused engine exactly then (uncompiled, autograd is as fast). A resumed
+    run keeps the engine of its checkpoint (`same_as`), so its numbers continue exactly."""
     act = get_activation(cfg.activation.name)
     compile_ = cfg.steps * cfg.replicas >= COMPILE_AUTO_MODEL_STEPS if cfg.compile == "auto" else bool(cfg.compile)
     engine = Engine(cfg.engine)
+    if same_as:
+        engine, compile_ = Engine(same_as["engine"]), same_as["compiled"]
     if engine is Engine.auto:
         engine = Engine.fused if compile_ and fused.supports(cfg) else Engine.autograd
     if engine is Engine.autograd:
@@ -107,31 +119,73 @@ def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor):
     return fused.FusedEngine(model, x, y, act, cfg, compile=compile_)
 
 
-def train(cfg, out_dir: str | Path) -> dict:
-    """Train cfg.replicas nets; write metrics.csv, summary.json and weights.pt into out_dir."""
+class Interrupted(BaseException):
+    """A stop signal arrived: training stopped at a step boundary with everything saved."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 130 if signum == signal.SIGINT else 143  # SIGUSR2 (preemption) as SIGTERM
+
+
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2]
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGINT, SIGTERM and SIGUSR2 (what submitit sends before preemption) set a flag that the
+    loop reads between steps; the handlers before are restored afterwards."""
+    flag = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: flag.update(signum=signum)) for s in STOP_SIGNALS}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
+    """Train cfg.replicas nets; write metrics.csv, summary.json, weights.pt and checkpoint.pt
+    into out_dir. With `checkpoint` (xorrelu.resume), continue from it in the same files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    threads = checkpoint["threads"] if checkpoint else cfg.threads
+    if threads > 0:
+        torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     x, y = make_dataset(cfg.dataset, device)
     model = build_model(cfg, x.shape[1]).to(device)
-    engine = make_engine(cfg, model, x, y)
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+    engine = make_engine(cfg, model, x, y, same_as=checkpoint)
+    if checkpoint:
+        engine.load_state_dict(checkpoint["engine_state"])
     log.info("%s", model)
     log.info("engine: %s%s, %d thread(s), %s", engine.name, ", compiled" if engine.compiled else "", torch.get_num_threads(), device)
 
     summary = _job_info(cfg, device, engine)
+    if checkpoint:
+        summary["resumed_from_step"] = checkpoint["step"]
     write_json(out_dir / "summary.json", summary)
-    initial = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), list(range(cfg.seed, cfg.seed + cfg.replicas)), device)
+    initial = checkpoint["initial"] if checkpoint else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
+    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, resume=checkpoint and checkpoint["recorder"])
     board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
-    start, warm, step = time.perf_counter(), None, 0
-    bar = tqdm(total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
+    first = checkpoint["step"] if checkpoint else 0
+    start, warm, step = time.perf_counter(), None, first
+    bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
     try:
-        with logging_redirect_tqdm():
-            for step in range(steps + 1):
+        with logging_redirect_tqdm(), _stop_on_signals() as stop:
+            for step in range(first, steps + 1):
+                if stop["signum"]:
+                    raise Interrupted(stop["signum"])
                 logged = step % log_every == 0 or step == steps
+                if step == steps:  # where a longer run would go on: before the final row
+                    resume_point = recorder.snapshot()
                 row = engine.step(update=step < steps, log=logged)  # metrics after `step` updates, then update
                 if logged:
                     recorder.add(step, row)
@@ -142,33 +196,28 @@ def train(cfg, out_dir: str | Path) -> dict:
                     if board:
                         engine.write_back()  # the fused engine keeps its own copy of the weights
                         board.histograms(step, model)
-                if step == 0:
+                if step == first:
                     warm = time.perf_counter()  # the first step carries any compilation
                 bar.update(step < steps)
         recorder.close()
     except BaseException as error:
-        recorder.close()
-        if board:
-            board.close()
-        summary.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error=repr(error))
-        summary.update(_timing(step, cfg.replicas, start, warm))
-        write_json(out_dir / "summary.json", summary)
+        _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, start, warm)
         raise
     finally:
         bar.close()
-    if board:
-        board.close()
+        if board:
+            board.close()
     timing = _timing(step, cfg.replicas, start, warm)
-    engine.write_back()
+    _save_checkpoint(out_dir, step, cfg, model, engine, resume_point, initial)
 
     final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": recorder.seeds.tolist(), "step": step})
+    save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step})
     with torch.no_grad():
         hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
     last, diverged, since = recorder.last_row.cpu(), recorder.diverged.cpu(), recorder.since.cpu()
     summary["replicas"] = [
         {
-            "seed": int(seed),
+            "seed": seed,
             "final_cost": None if diverged[r] else last[r, 0].item(),
             "final_accuracy": None if diverged[r] else last[r, 1].item(),
             "solved": bool(since[r] >= 0),
@@ -176,12 +225,50 @@ def train(cfg, out_dir: str | Path) -> dict:
             "diverged": bool(diverged[r]),
             "hypothesis": hypotheses[r].tolist(),
         }
-        for r, seed in enumerate(recorder.seeds)
+        for r, seed in enumerate(seeds)
     ]
     summary.update(status="completed", **timing)
     write_json(out_dir / "summary.json", summary)
     _print_table(summary["replicas"], x.cpu())
     return summary
+
+
+def _save_checkpoint(out_dir: Path, step: int, cfg, model, engine, recorder_state: dict, initial: dict) -> None:
+    """Everything a run needs to go on from `step` (the next step to measure; `step` updates done)."""
+    engine.write_back()
+    save_torch(
+        out_dir / "checkpoint.pt",
+        {
+            "step": step,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "engine": engine.name,
+            "compiled": engine.compiled,
+            "engine_state": engine.state_dict(),
+            "recorder": recorder_state,
+            "initial": initial,
+            "threads": torch.get_num_threads(),
+            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "rng": torch.get_rng_state(),
+        },
+    )
+
+
+def _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, start, warm) -> None:
+    """On a stop signal: flush, checkpoint the last completed step, mark the summary interrupted.
+    On any other failure: keep every complete row and say so. Never mask the original error."""
+    try:
+        state = recorder.snapshot()
+        recorder.close()
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            _save_checkpoint(out_dir, step, cfg, model, engine, state, initial)
+            summary.update(status="interrupted", error=str(error) or "KeyboardInterrupt")
+            log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, out_dir)
+        else:
+            summary.update(status="failed", error=f"{type(error).__name__}: {error}")
+        summary.update(_timing(step, cfg.replicas, start, warm))
+        write_json(out_dir / "summary.json", summary)
+    except OSError as also:
+        log.error("could not save everything after %s: %s", type(error).__name__, also)
 
 
 def _print_progress(step: int, row: torch.Tensor) -> None:
