@@ -46,8 +46,9 @@ def test_each_plot_function_draws_one_line_or_band_per_group(sweep):
     assert len(plot.plot_accuracy(results, ax=Figure().subplots()).lines) == 2 * n
     assert len(plot.plot_grad_profile(results, ax=Figure().subplots()).lines) == 2 * n
     assert len(plot.plot_stuck_units(results, ax=Figure().subplots()).lines) == 2 * n
-    ax = plot.plot_outcomes(results, ax=Figure().subplots())
-    assert len(ax.collections) == n and sum(len(c.get_offsets()) for c in ax.collections) == 4 * 3
+    ax = plot.plot_outcomes(results, ax=Figure().subplots())  # one scatter per cause, x = the group
+    xs = [x for c in ax.collections for x in c.get_offsets()[:, 0]]
+    assert len(xs) == 4 * 3 and {round(x) for x in xs} == set(range(n))
     assert len(plot.plot_grad_norms(results, "activation=relu, depth=3", ax=Figure().subplots()).lines) == 4  # 3 hidden + output
     ax = plot.plot_success_heatmap(results, ax=Figure().subplots())
     assert ax.images[0].get_array().shape == (2, 2)

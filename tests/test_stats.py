@@ -28,6 +28,7 @@ def test_group_summary_median_iqr_divergence_and_steps_to_solve():
             "solved": [True, False, False, False, False, True, True],
             "first_step_solved": [120, np.nan, np.nan, np.nan, np.nan, 40, 60],
             "last_step": [1000] * 7,
+            "cause": [None, "dead", "plateau", "plateau", "diverged", None, None],
         }
     )
     summary = group_summary(replicas, ["activation"]).set_index("activation")
@@ -37,8 +38,9 @@ def test_group_summary_median_iqr_divergence_and_steps_to_solve():
     assert (relu.median_final_cost, relu.final_cost_q25, relu.final_cost_q75) == pytest.approx((0.4, 0.22525, 0.55))
     assert relu.median_steps_to_solve == 120 and relu.solved_rate == 0.2
     assert summary.loc["tanh"].median_steps_to_solve == 50
+    assert (relu.cause_diverged, relu.cause_dead, relu.cause_plateau, relu.cause_vanished) == (1, 1, 2, 0)
     table = markdown_table(group_summary(replicas, ["activation"]), ["activation"])
-    assert "4 unsolved: > 1000" in table and "1/5 = 20%" in table
+    assert "4 unsolved: > 1000" in table and "1/5 = 20%" in table and "| diverged 1, dead 1, plateau 2 |" in table
     assert "120" in table.splitlines()[2] and "50" in table.splitlines()[3]
 
 

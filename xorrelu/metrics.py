@@ -6,6 +6,7 @@ are measured there, and its gradient norms are of the gradient that update step+
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from xorrelu.activations import Activation, BatchedPReLU
+from xorrelu.diagnosis import LN2_BAND, SLOW_AT, diagnose
 from xorrelu.model import BatchedLinear, linear_layers
 
+LN2 = math.log(2)
 SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)
 STUCK_SLOPE = 0.01  # a unit is stuck when |f'(z)| < STUCK_SLOPE * peak slope at every point
 
@@ -86,21 +89,29 @@ class Recorder:
     (-1 while unsolved). Flushes every `flush_rows` rows or `flush_seconds` seconds.
     """
 
-    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, flush_rows: int = 200_000,
+    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, steps: int, flush_rows: int = 200_000,
                  flush_seconds: float = 5.0, resume: dict | None = None):
         self.seeds = np.asarray(seeds, dtype=np.int64)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
         fields += [pa.field(name, pa.float32()) for name in columns[2:]]
         self.schema = pa.schema(fields)
-        self.diverged = torch.zeros(len(seeds), dtype=torch.bool, device=device)
-        self.since = torch.full((len(seeds),), -1, dtype=torch.long, device=device)
+        # what the failure diagnosis needs (xorrelu.diagnosis), kept as the rows go by
+        self.layers = sum(name.startswith("grad_norm_") for name in columns)
+        self.slow_mark = SLOW_AT * steps
+        self.state = {
+            "diverged": torch.zeros(len(seeds), dtype=torch.bool, device=device),
+            "since": torch.full((len(seeds),), -1, dtype=torch.long, device=device),
+            "first_ratio": torch.full((len(seeds),), float("nan"), device=device),
+            "below_ln2": torch.zeros(len(seeds), dtype=torch.bool, device=device),
+            "cost_at_90": torch.full((len(seeds),), float("nan"), device=device),
+        }
         if resume:  # go on from a snapshot: drop any rows written after it, keep appending
             self.file = open(path, "r+b")
             self.file.truncate(resume["csv_bytes"])
             self.file.seek(resume["csv_bytes"])
-            self.diverged.copy_(resume["diverged"])
-            self.since.copy_(resume["since"])
+            for key, value in self.state.items():
+                value.copy_(resume[key])
         else:
             self.file = open(path, "wb")
         options = pacsv.WriteOptions(include_header=not resume, quoting_style="none", quoting_header="none")
@@ -122,17 +133,24 @@ class Recorder:
             values = torch.stack(self.rows)  # [steps, replicas, columns]
             steps = torch.tensor(self.steps, device=values.device)
             cost, accuracy = values[..., 0], values[..., 1]
-            diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
+            state = self.state
+            diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
             values = values.masked_fill(diverged[..., None], float("nan"))
             solved = (accuracy == 1) & (cost < SOLVED_COST) & ~diverged
             last_unsolved = len(steps) - 1 - (~solved).flip(0).int().argmax(0)  # meaningful where any is unsolved
             streak_start = torch.where(
                 (~solved).any(0),
                 steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
-                torch.where(self.since >= 0, self.since, steps[0]),
+                torch.where(state["since"] >= 0, state["since"], steps[0]),
             )
-            self.since = torch.where(solved[-1], streak_start, -1)
-            self.diverged, self.last_row = diverged[-1], values[-1]
+            state["since"] = torch.where(solved[-1], streak_start, -1)
+            state["diverged"], self.last_row = diverged[-1], values[-1]
+            if self.steps[0] == 0:  # step 0: how much gradient reaches the input layer
+                state["first_ratio"] = values[0, :, 2] / values[0, :, 1 + self.layers]
+            state["below_ln2"] |= (cost < LN2 - LN2_BAND).any(0)
+            before_mark = steps <= self.slow_mark
+            if before_mark.any():
+                state["cost_at_90"] = values[int(before_mark.nonzero().max()), :, 0]
             flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
             step_column = np.repeat(np.asarray(self.steps, dtype=np.int64), len(self.seeds))
             seed_column = np.tile(self.seeds, len(self.steps))
@@ -141,10 +159,26 @@ class Recorder:
             self.file.flush()
         self.steps, self.rows, self.last_flush = [], [], time.monotonic()
 
+    @property
+    def diverged(self) -> torch.Tensor:
+        return self.state["diverged"]
+
+    @property
+    def since(self) -> torch.Tensor:
+        """First logged step of each replica's current solved streak; -1 while unsolved."""
+        return self.state["since"]
+
+    def causes(self) -> list[str | None]:
+        """Why each replica is not solved (xorrelu.diagnosis), None for the solved ones."""
+        last, depth = self.last_row, self.last_row.shape[1] - 2 - self.layers
+        s = self.state
+        return diagnose(s["since"] >= 0, s["diverged"], last[:, 0], last[:, 2 + self.layers :].reshape(-1, depth),
+                        s["first_ratio"], s["below_ln2"], s["cost_at_90"])
+
     def snapshot(self) -> dict:
         """Flush, and return what a resumed run needs to go on from exactly here."""
         self.flush()
-        return {"csv_bytes": self.file.tell(), "diverged": self.diverged.cpu().clone(), "since": self.since.cpu().clone()}
+        return {"csv_bytes": self.file.tell(), **{k: v.cpu().clone() for k, v in self.state.items()}}
 
     def close(self) -> None:
         if not self.file.closed:

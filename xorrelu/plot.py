@@ -11,18 +11,28 @@ summary.md into <first PATH>/plots/. Every plot function takes `ax=None` and ret
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
-from xorrelu.results import ResultsError, column_name, fixed_description, load_jobs, replica_outcomes, varying_keys
-from xorrelu.stats import group_summary, markdown_table
+from xorrelu.data import make_dataset
+from xorrelu.metrics import forward
+from xorrelu.model import load_model
+
+from xorrelu.diagnosis import CAUSES
+from xorrelu.results import ResultsError, column_name, fixed_description, job_outcomes, load_jobs, varying_keys
+from xorrelu.stats import group_summary, markdown_table, table_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,9 @@ PLATEAUS = {  # final costs of collapsed nets: the 4 points merged into fewer di
     "0.347: 2 pairs merged, h = 1/2 on each": math.log(2) / 2,
 }
 MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
+CAUSE_COLORS = {"solved": "#009E73", "diverged": "#000000", "dead": "#D55E00", "vanished": "#0072B2",
+                "plateau": "#E69F00", "slow": "#56B4E9", "other": "#CC79A7", "unknown": "#999999"}
+MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
 
 
 @dataclass
@@ -41,6 +54,7 @@ class Results:
     replicas: pd.DataFrame  # one row per replica: outcomes, with "group"
     summary: pd.DataFrame  # one row per group (stats.group_summary)
     keys: list[str]  # the varying config keys, as column names
+    configs: list[dict]  # each job's flat config
     groups: list[str]  # group labels in sweep order
     title: str  # what all jobs share
 
@@ -57,11 +71,12 @@ def collect(paths: list[str | Path]) -> Results:
         label = ", ".join(f"{column_name(k)}={job.config.get(k)}" for k in keys) or "all"
         values = {column_name(k): job.config.get(k) for k in keys}
         metrics.append(job.metrics.assign(job=str(job.path), group=label))
-        replicas.append(replica_outcomes(job.metrics).assign(job=str(job.path), group=label, **values))
+        replicas.append(job_outcomes(job).assign(job=str(job.path), group=label, **values))
     metrics, replicas = pd.concat(metrics, ignore_index=True), pd.concat(replicas, ignore_index=True)
     groups = list(dict.fromkeys(replicas.group))
     summary = group_summary(replicas, columns)
-    return Results(metrics, replicas, summary, columns, groups, fixed_description([j.config for j in jobs]))
+    configs = [j.config for j in jobs]
+    return Results(metrics, replicas, summary, columns, configs, groups, fixed_description(configs))
 
 
 def _axes(ax):
@@ -153,20 +168,82 @@ def plot_grad_profile(results: Results, ax=None):
 
 
 def plot_outcomes(results: Results, ax=None):
-    """Final cost of every replica per group, with the collapsed-network plateaus marked."""
+    """Final cost of every replica per group, colored by why it is unsolved, with the
+    collapsed-network plateaus marked."""
     ax = _axes(ax)
     rng = np.random.default_rng(0)
-    for i, group in enumerate(results.groups):
-        rows = results.replicas[results.replicas.group == group]
-        finite = rows.final_cost[~rows.diverged]
-        ax.scatter(i + rng.uniform(-0.25, 0.25, len(finite)), finite, s=14, color=results.color(group), alpha=0.7,
-                   label=f"{group} ({int(rows.diverged.sum())} diverged)" if rows.diverged.any() else group)
+    rows = results.replicas.assign(
+        x=results.replicas.group.map(results.groups.index) + rng.uniform(-0.25, 0.25, len(results.replicas)),
+        outcome=results.replicas.cause.fillna("solved"),
+    )
+    for outcome, color in CAUSE_COLORS.items():
+        chosen = rows[(rows.outcome == outcome) & ~rows.diverged]
+        diverged = int(((rows.outcome == outcome) & rows.diverged).sum())
+        if len(chosen) or diverged:
+            ax.scatter(chosen.x, chosen.final_cost, s=14, color=color, alpha=0.75,
+                       label=f"{outcome} ({len(chosen) + diverged}{', not drawn: NaN cost' if diverged else ''})")
     for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."]):
         ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=label)
-    ax.set_xticks(range(len(results.groups)), results.groups, rotation=30 if len(results.groups) > 4 else 0, ha="right" if len(results.groups) > 4 else "center")
-    ax.set(yscale="log", ylabel="final cost", title="Outcome of every replica")
+    tilt = len(results.groups) > 4
+    ax.set_xticks(range(len(results.groups)), results.groups, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ax.set(yscale="log", ylabel="final cost", title="Outcome of every replica, by cause")
     ax.legend(fontsize="x-small")
     return ax
+
+
+def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "final", ax=None):
+    """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points."""
+    ax = _axes(ax)
+    model, seeds = _load_model(job, which)
+    side = np.linspace(-0.5, 1.5, 81)
+    grid = torch.tensor(np.stack(np.meshgrid(side, side), axis=-1).reshape(-1, 2), dtype=torch.float32)
+    r = seeds.index(seed)
+    with torch.no_grad():
+        h = torch.sigmoid(forward(model, grid)[0][r]).reshape(len(side), len(side)).numpy()
+    ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
+    x, y = make_dataset(OmegaConf.create({"name": "xor"}))
+    ax.scatter(x[:, 0], x[:, 1], c=["white" if label else "black" for label in y], edgecolors="gray", s=40)
+    row = results.replicas[(results.replicas.job == job) & (results.replicas.seed == seed)].iloc[0]
+    outcome = "solved" if pd.isna(row.cause) else row.cause
+    ax.set_title(f"seed {seed}: {which}" + (f", cost {row.final_cost:.3g}, {outcome}" if which == "final" else ""), fontsize="small")
+    ax.set_xticks([0, 1])
+    ax.set_yticks([0, 1])
+    return ax
+
+
+_MODELS: dict = {}
+
+
+def _load_model(job: str, which: str):
+    key = (job, which)
+    if key not in _MODELS:
+        _MODELS.clear() if len(_MODELS) > 8 else None
+        seeds = torch.load(Path(job) / "weights.pt", weights_only=True, map_location="cpu")["seeds"]
+        _MODELS[key] = (load_model(job, which), list(seeds))
+    return _MODELS[key]
+
+
+def _decision_boundary_figures(results: Results, initial: bool) -> dict:
+    """One figure per group, up to 16 replicas (and their initial nets beside them on request)."""
+    figures = {}
+    for group in results.groups:
+        rows = results.replicas[results.replicas.group == group]
+        rows = rows[[(Path(job) / "weights.pt").is_file() and seed in _load_model(job, "final")[1] for job, seed in zip(rows.job, rows.seed)]]
+        rows = rows.head(MAX_BOUNDARIES)
+        if rows.empty:
+            log.info("decision_boundary: %s has no weights.pt (unfinished jobs), skipped", group)
+            continue
+        panels = [(job, seed, which) for job, seed in zip(rows.job, rows.seed) for which in (("initial", "final") if initial else ("final",))]
+        ncols = 4
+        figure, axes = _figure(2.6 * ncols, 2.5 * math.ceil(len(panels) / ncols), nrows=math.ceil(len(panels) / ncols), ncols=ncols, squeeze=False)
+        for ax, (job, seed, which) in zip(axes.flat, panels):
+            plot_decision_boundary(results, job, int(seed), which, ax=ax)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        name = "decision_boundary" if len(results.groups) == 1 else "decision_boundary_" + re.sub(r"[^A-Za-z0-9.]+", "_", group).strip("_")
+        figure.suptitle(f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0", fontsize="small")
+        figures[name] = figure
+    return figures
 
 
 def plot_stuck_units(results: Results, ax=None):
@@ -205,8 +282,9 @@ def _figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Figure
     return figure, figure.subplots(**subplots)
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path | None = None) -> Path:
-    """All plots plus summary.csv and summary.md for the jobs below `paths`; returns the plots dir."""
+def write_report(paths: list[str | Path], out_dir: str | Path | None = None, initial: bool = False) -> Path:
+    """All plots plus summary.csv, summary.md and report.html for the jobs below `paths`;
+    returns the plots dir."""
     results = collect(paths)
     out_dir = Path(out_dir) if out_dir else Path(paths[0]) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,13 +304,69 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None) -> 
     if len(results.keys) == 2:
         figures["success_heatmap"], ax = _figure(6.5, 4.8)
         plot_success_heatmap(results, ax=ax)
-    for name, figure in figures.items():
+    for figure in figures.values():
         figure.suptitle(results.title, fontsize="small")
+    inputs = {int(c.get("dataset.bits", 2)) if c.get("dataset.name") == "parity" else 2 for c in results.configs}
+    if inputs == {2}:
+        figures.update(_decision_boundary_figures(results, initial))
+    else:
+        log.info("decision_boundary: drawn only for 2-input datasets; skipped")
+    for name, figure in figures.items():
         for suffix in ("png", "svg"):
             figure.savefig(out_dir / f"{name}.{suffix}", dpi=100)
     results.summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(f"{results.title}\n\n" + markdown_table(results.summary, results.keys))
+    write_html(results, out_dir, list(figures))
     return out_dir
+
+
+CAPTIONS = {
+    "cost": "Cost vs step, log scale: thick line the median over replicas, band the interquartile range, faint lines single replicas. "
+    "A band that splits means some replicas solve XOR and others stay on a plateau.",
+    "accuracy": "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; dashed: mean accuracy. "
+    "A solved fraction that stops rising means the rest are stuck, not slow.",
+    "grad_norms": "Median gradient norm of each Linear layer vs step, dark = input layer, light = output layer, log scale. "
+    "Layers far below the output layer are where the gradient vanished.",
+    "grad_profile": "Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the end (solid). "
+    "A line falling to the left is a gradient vanishing on its way to the input.",
+    "outcomes": "Final cost of every replica, colored by why it is unsolved (diverged, dead, vanished, plateau, slow, other). "
+    "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347.",
+    "stuck_units": "Mean fraction of stuck units per hidden layer (slope below 1% of its peak at every point), at step 0 and at the end. "
+    "A layer at 1 is dead: nothing passes it.",
+    "success_heatmap": "Solved rate per combination of the two swept keys, with the number of replicas. "
+    "Read across a row to see where a setting starts or stops training.",
+    "decision_boundary": "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), the XOR points on top (white y = 1, black y = 0). "
+    "A solved net separates the white points from the black; a dead or vanished one is one flat color.",
+}
+
+
+def write_html(results: Results, out_dir: Path, names: list[str]) -> Path:
+    """plots/report.html: one self-contained page (images embedded, no network needed)."""
+    header, rows = table_rows(results.summary, results.keys)
+    table = "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
+    table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>"
+    sections = []
+    for name in names:
+        image = base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode()
+        caption = CAPTIONS["decision_boundary" if name.startswith("decision_boundary") else name]
+        sections.append(f'<figure><h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{image}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xorrelu report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:0.9em}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:100%}} figcaption{{color:#555;max-width:900px}}</style>
+</head><body>
+<h1>xorrelu report</h1>
+<p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} group(s) from {len(results.metrics.job.unique())} job(s).</p>
+<h2>Summary</h2>
+{table}
+<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
+{"".join(sections)}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
@@ -248,11 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xorrelu-plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", metavar="PATH", help="run dir, multirun dir or outputs/ (default: the newest run)")
     parser.add_argument("--out", help="where to write (default: <first PATH>/plots)")
+    parser.add_argument("--initial", action="store_true", help="draw each net's initial decision boundary beside its final one")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     try:
         paths = args.paths or [newest_run()]
-        out = write_report(paths, args.out)
+        out = write_report(paths, args.out, initial=args.initial)
     except (ResultsError, OSError) as error:
         print(f"xorrelu-plot: error: {error}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ class Job:
     path: Path
     config: dict  # flat: {"activation.name": "relu", "depth": 10, ...}
     metrics: pd.DataFrame
+    causes: dict  # seed -> why it is unsolved (xorrelu.diagnosis); empty until the job completes
 
 
 def find_jobs(paths: list[Path]) -> list[Path]:
@@ -81,13 +82,22 @@ def read_config(job_dir: Path) -> dict:
     return pd.json_normalize(config).iloc[0].to_dict()
 
 
+def read_causes(job_dir: Path) -> dict:
+    """seed -> cause, as the training job diagnosed it (the plotter never rewrites a job's files)."""
+    try:
+        replicas = json.loads((job_dir / "summary.json").read_text()).get("replicas") or []
+        return {int(r["seed"]): r.get("cause") for r in replicas}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def load_jobs(paths: list[str | Path]) -> list[Job]:
     jobs = []
     for job_dir in find_jobs([Path(p) for p in paths]):
         if not (job_dir / "metrics.csv").is_file():
             log.warning("skipping %s: it has no metrics.csv", job_dir)
             continue
-        jobs.append(Job(job_dir, read_config(job_dir), read_metrics(job_dir / "metrics.csv")))
+        jobs.append(Job(job_dir, read_config(job_dir), read_metrics(job_dir / "metrics.csv"), read_causes(job_dir)))
     if not jobs:
         raise ResultsError(f"no job with a metrics.csv below {', '.join(str(p) for p in paths)}")
     return jobs
@@ -167,10 +177,18 @@ def replica_outcomes(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def load_summary(*paths: str | Path) -> pd.DataFrame:
     """One row per replica of every job below `paths`: experimental keys, seed, final cost and
-    accuracy, solved, first step solved, diverged."""
+    accuracy, solved, first step solved, diverged, cause."""
     jobs = load_jobs(list(paths) or ["outputs"])
     keys = varying_keys([j.config for j in jobs])
-    return pd.concat([_with_keys(replica_outcomes(j.metrics), j, keys) for j in jobs], ignore_index=True)
+    return pd.concat([_with_keys(job_outcomes(j), j, keys) for j in jobs], ignore_index=True)
+
+
+def job_outcomes(job: Job) -> pd.DataFrame:
+    """replica_outcomes of one job, with each replica's diagnosed cause ("unknown" for a job that
+    did not complete, None for the solved)."""
+    out = replica_outcomes(job.metrics)
+    out["cause"] = [None if solved else job.causes.get(int(seed), "unknown") for seed, solved in zip(out.seed, out.solved)]
+    return out
 
 
 def _natural(path: Path) -> list:

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from xorrelu.diagnosis import CAUSES
+
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a success rate; (nan, nan) for no trials."""
@@ -42,21 +44,32 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "median_steps_to_solve": steps_to_solve.median() if len(steps_to_solve) else np.nan,
                 "unsolved": n - solved,
                 "steps": int(group.last_step.max()),
+                **{f"cause_{cause}": int((group.cause == cause).sum()) for cause in CAUSES},
             }
         )
     return pd.DataFrame(rows)
 
 
-def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
-    """summary.md: the group table as a person reads it."""
-    header = [*keys, "replicas", "solved (95% CI)", "median final cost [IQR]", "diverged", "steps to solve (median of solved)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in summary.itertuples(index=False):
-        row = row._asdict()
+TABLE_HEADER = ["replicas", "solved (95% CI)", "median final cost [IQR]", "diverged", "steps to solve (median of solved)", "unsolved by cause"]
+
+
+def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The group table as a person reads it: header and formatted rows (summary.md, report.html)."""
+    rows = []
+    for row in summary.to_dict("records"):
         solved = f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} [{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
         cost = f"{row['median_final_cost']:.3g} [{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
         steps = "" if np.isnan(row["median_steps_to_solve"]) else f"{row['median_steps_to_solve']:.0f}"
         if row["unsolved"]:
             steps += ("; " if steps else "") + f"{row['unsolved']} unsolved: > {row['steps']}"
-        lines.append("| " + " | ".join([*(str(row[k]) for k in keys), str(row["replicas"]), solved, cost, str(row["diverged"]), steps]) + " |")
+        causes = ", ".join(f"{cause} {row[f'cause_{cause}']}" for cause in CAUSES if row.get(f"cause_{cause}"))
+        rows.append([*(str(row[k]) for k in keys), str(row["replicas"]), solved, cost, str(row["diverged"]), steps, causes])
+    return [*keys, *TABLE_HEADER], rows
+
+
+def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
+    """summary.md: the group table in Markdown."""
+    header, rows = table_rows(summary, keys)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

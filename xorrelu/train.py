@@ -172,7 +172,7 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     write_json(out_dir / "summary.json", summary)
     initial = checkpoint["initial"] if checkpoint else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
-    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, resume=checkpoint and checkpoint["recorder"])
+    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
     board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
     first = checkpoint["step"] if checkpoint else 0
@@ -215,6 +215,7 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     with torch.no_grad():
         hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
     last, diverged, since = recorder.last_row.cpu(), recorder.diverged.cpu(), recorder.since.cpu()
+    causes = recorder.causes()
     summary["replicas"] = [
         {
             "seed": seed,
@@ -223,6 +224,7 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
             "solved": bool(since[r] >= 0),
             "first_step_solved": int(since[r]) if since[r] >= 0 else None,
             "diverged": bool(diverged[r]),
+            "cause": causes[r],
             "hypothesis": hypotheses[r].tolist(),
         }
         for r, seed in enumerate(seeds)
@@ -230,6 +232,9 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     summary.update(status="completed", **timing)
     write_json(out_dir / "summary.json", summary)
     _print_table(summary["replicas"], x.cpu())
+    unsolved = [c for c in causes if c]
+    if unsolved:
+        log.info("unsolved: %s", ", ".join(f"{c} {unsolved.count(c)}" for c in dict.fromkeys(unsolved)))
     return summary
 
 

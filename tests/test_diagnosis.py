@@ -1,0 +1,159 @@
+"""Failure diagnosis: each cause built on purpose, the precedence rules, and the one-page report."""
+
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+import torch
+from conftest import make_cfg, run_cli
+
+from xorrelu import plot
+from xorrelu.diagnosis import CAUSES, diagnose
+from xorrelu.train import train
+
+
+def causes_of(summary):
+    return [rep["cause"] for rep in summary["replicas"]]
+
+
+def test_sigmoid_depth_10_vanishes(train_run):
+    summary, _, _ = train_run("activation=sigmoid", "steps=2000", "log_every=50")
+    assert causes_of(summary) == ["vanished"] * 16
+
+
+def test_relu_nets_die_or_merge_points(train_run):
+    summary, _, _ = train_run("activation=relu", "steps=2000", "log_every=50")
+    unsolved = [(rep["cause"], rep["final_cost"]) for rep in summary["replicas"] if not rep["solved"]]
+    assert {cause for cause, _ in unsolved} <= {"dead", "plateau"} and unsolved
+    assert all(abs(cost - 0.4774) < 2e-3 or abs(cost - math.log(2)) < 2e-3 for cause, cost in unsolved if cause == "plateau")
+    assert all(rep["cause"] is None for rep in summary["replicas"] if rep["solved"])
+
+
+def test_a_zeroed_layer_is_dead(train_run, monkeypatch):
+    import xorrelu.train
+    from xorrelu.model import build_model, linear_layers
+
+    def zeroed(cfg, in_features):
+        model = build_model(cfg, in_features)
+        with torch.no_grad():
+            linear_layers(model)[4].weight.zero_()
+            linear_layers(model)[4].bias.fill_(-1.0)  # every unit of layer 5 below zero for every input
+        return model
+
+    monkeypatch.setattr(xorrelu.train, "build_model", zeroed)
+    summary, _, _ = train_run("activation=relu", "steps=200", "replicas=4")
+    assert causes_of(summary) == ["dead"] * 4
+
+
+def test_a_huge_learning_rate_diverges(train_run):
+    summary, _, _ = train_run("activation=elu", "optimizer.lr=10", "depth=3", "steps=50", "replicas=8")
+    assert [rep["cause"] for rep in summary["replicas"] if rep["diverged"]] == ["diverged"]
+
+
+def test_tanh_stopped_early_is_slow(train_run):
+    summary, _, _ = train_run("activation=tanh", "steps=50")
+    unsolved = [cause for cause in causes_of(summary) if cause]
+    assert unsolved.count("slow") > len(unsolved) / 2  # most of those not yet solved are still falling
+
+
+def t(*values, dtype=torch.float32):
+    return torch.tensor(values, dtype=dtype)
+
+
+def test_precedence_and_other_on_hand_made_numbers():
+    causes = diagnose(
+        solved=t(False, False, False, False, False, False, True, dtype=torch.bool),
+        diverged=t(True, False, False, False, False, False, False, dtype=torch.bool),
+        final_cost=t(float("nan"), 0.6931, 0.6931, 0.4774, 0.2, 0.2, 0.01),
+        final_stuck=t([0.2], [1.0], [0.0], [0.0], [0.0], [0.0], [0.0]),
+        first_ratio=t(1e-6, float("nan"), 1e-6, 1e-6, 0.5, 0.5, 0.5),  # replica 1: dead at init, 0/0
+        below_ln2=t(False, False, False, True, True, True, True, dtype=torch.bool),
+        cost_at_90=t(0.7, 0.6931, 0.6931, 0.4774, 0.3, 0.2005, 0.02),
+    )
+    assert causes == ["diverged", "dead", "vanished", "plateau", "slow", "other", None]
+    assert CAUSES == ["diverged", "dead", "vanished", "plateau", "slow", "other"]
+
+
+def test_causes_survive_an_interruption_and_resume(tmp_path):
+    import os
+    import signal
+    import threading
+
+    from xorrelu import resume
+    from xorrelu.train import Interrupted
+
+    train(make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"), tmp_path / "whole")
+    threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(Interrupted):
+        train(make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"), tmp_path / "cut")
+    assert resume.main([str(tmp_path / "cut")]) == 0
+    whole, cut = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "cut"))
+    assert causes_of(cut) == causes_of(whole) == ["vanished"] * 4
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self.in_body = [], 0, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        self.in_body |= tag == "tbody"
+        self.rows += tag == "tr" and self.in_body
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("report")
+    assert run_cli("activation=sigmoid,relu", "steps=300", "replicas=6", "--multirun", cwd=cwd).returncode == 0
+    (plots,) = cwd.glob("outputs/multirun/*/*/plots")
+    return plots
+
+
+def test_report_html_is_one_self_contained_page(report):
+    page = _Page()
+    page.feed((report / "report.html").read_text())
+    pngs = sorted(report.glob("*.png"))
+    assert len(page.images) == len(pngs) >= 8 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page.rows == 2  # one per group
+    assert "http" not in (report / "report.html").read_text().replace("http-equiv", "")
+    summary = (report / "summary.md").read_text()
+    assert "unsolved by cause" in summary and "vanished 6" in summary
+    assert {p.name for p in pngs} >= {"decision_boundary_activation_sigmoid.png", "decision_boundary_activation_relu.png"}
+
+
+def test_decision_boundary_panels_per_replica(report):
+    results = plot.collect([report.parent])
+    job = results.replicas.job.iloc[0]
+    from matplotlib.figure import Figure
+
+    ax = plot.plot_decision_boundary(results, job, 0, ax=Figure().subplots())
+    assert len(ax.images) == 1 and ax.images[0].get_array().shape == (81, 81) and "seed 0" in ax.get_title()
+    ax = plot.plot_decision_boundary(results, job, 0, which="initial", ax=Figure().subplots())
+    assert "initial" in ax.get_title()
+
+
+def test_parity_beyond_two_inputs_skips_the_decision_boundary(tmp_path):
+    train(make_cfg("dataset=parity", "dataset.bits=3", "steps=10", "replicas=2"), tmp_path / "job")
+    out = plot.write_report([tmp_path / "job"])
+    assert not list(out.glob("decision_boundary*")) and (out / "report.html").is_file()
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1200,3000", f"file://{report / 'report.html'}"],
+        check=True, capture_output=True, timeout=120,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.std() > 0.05  # not a blank page
