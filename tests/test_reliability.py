@@ -191,6 +191,25 @@ def test_extra_columns_and_nan_rows_do_not_stop_the_plotter(tmp_path):
     assert plot.main([str(tmp_path / "job")]) == 0
 
 
+@pytest.mark.parametrize("content", ["garbage", "payload"])
+def test_a_weights_file_that_is_not_one_is_refused_by_the_plotter(tmp_path, capsys, content):
+    from xorrelu import plot
+
+    train(make_cfg("steps=5", "replicas=2"), tmp_path / "job")
+    if content == "garbage":
+        (tmp_path / "job" / "weights.pt").write_bytes(b"\x80\x04garbage")
+    else:
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+        torch.save({"seeds": Payload()}, tmp_path / "job" / "weights.pt")
+    assert plot.main([str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a weights file written by xorrelu" in err and err.count("\n") == 1
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_a_file_where_the_outputs_dir_should_be(tmp_path):
     (tmp_path / "outputs").write_text("")
     proc = run_cli("steps=2", cwd=tmp_path)

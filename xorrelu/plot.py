@@ -15,6 +15,7 @@ import base64
 import html
 import logging
 import math
+import pickle
 import re
 import sys
 from dataclasses import dataclass
@@ -217,9 +218,13 @@ _MODELS: dict = {}
 def _load_model(job: str, which: str):
     key = (job, which)
     if key not in _MODELS:
-        _MODELS.clear() if len(_MODELS) > 8 else None
-        seeds = torch.load(Path(job) / "weights.pt", weights_only=True, map_location="cpu")["seeds"]
-        _MODELS[key] = (load_model(job, which), list(seeds))
+        if len(_MODELS) > 8:
+            _MODELS.clear()
+        try:  # weights_only: a pickle payload is refused, never run
+            seeds = torch.load(Path(job) / "weights.pt", weights_only=True, map_location="cpu")["seeds"]
+            _MODELS[key] = (load_model(job, which), list(seeds))
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ResultsError(f"{Path(job) / 'weights.pt'} is not a weights file written by xorrelu ({str(error).splitlines()[0][:120]})") from None
     return _MODELS[key]
 
 
