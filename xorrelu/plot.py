@@ -155,16 +155,21 @@ def _profile(results: Results, group: str, prefix: str, at: str) -> pd.Series:
     return values
 
 
+def _plot_start_and_end(results: Results, prefix: str, ax) -> None:
+    """Per layer, a quantity at step 0 (dashed) and at the last step (solid), one color per group."""
+    for group in results.groups:
+        color = results.color(group)
+        start, end = _profile(results, group, prefix, "first"), _profile(results, group, prefix, "last")
+        ax.plot(start.index, start, color=color, linestyle="--", marker="o", markersize=3, label=f"{group}: step 0")
+        ax.plot(end.index, end, color=color, marker="o", markersize=3, label=f"{group}: last step")
+    ax.legend(fontsize="small")
+
+
 def plot_grad_profile(results: Results, ax=None):
     """Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the last step (solid)."""
     ax = _axes(ax)
-    for group in results.groups:
-        color = results.color(group)
-        start, end = _profile(results, group, "grad_norm_", "first"), _profile(results, group, "grad_norm_", "last")
-        ax.plot(start.index, start, color=color, linestyle="--", marker="o", markersize=3, label=f"{group}: step 0")
-        ax.plot(end.index, end, color=color, marker="o", markersize=3, label=f"{group}: last step")
+    _plot_start_and_end(results, "grad_norm_", ax)
     ax.set(yscale="log", xlabel="layer (1 = input)", ylabel="gradient norm (median over replicas)", title="Gradient profile")
-    ax.legend(fontsize="small")
     return ax
 
 
@@ -254,13 +259,8 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
 def plot_stuck_units(results: Results, ax=None):
     """Mean fraction of stuck units per hidden layer, at step 0 (dashed) and at the end (solid)."""
     ax = _axes(ax)
-    for group in results.groups:
-        color = results.color(group)
-        start, end = _profile(results, group, "stuck_frac_", "first"), _profile(results, group, "stuck_frac_", "last")
-        ax.plot(start.index, start, color=color, linestyle="--", marker="o", markersize=3, label=f"{group}: step 0")
-        ax.plot(end.index, end, color=color, marker="o", markersize=3, label=f"{group}: last step")
+    _plot_start_and_end(results, "stuck_frac_", ax)
     ax.set(ylim=(-0.02, 1.02), xlabel="hidden layer (1 = input side)", ylabel="fraction of units stuck", title="Stuck units")
-    ax.legend(fontsize="small")
     return ax
 
 

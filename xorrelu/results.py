@@ -171,7 +171,6 @@ def replica_outcomes(metrics: pd.DataFrame) -> pd.DataFrame:
     )
     first = frame.step.where(frame.step > frame.seed.map(last_unsolved).fillna(-1)).groupby(frame.seed).min()
     out["first_step_solved"] = first.where(out.solved)
-    out["stuck_frac_final"] = last.filter(like="stuck_frac").mean(axis=1)
     return out.reset_index()
 
 
