@@ -57,13 +57,18 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
-    """[layers, replicas]: L2 norm of each Linear layer's weight-and-bias gradient, per replica."""
-    squares = [layer.weight.grad.square().sum((1, 2)) + layer.bias.grad.square().sum((1, 2)) for layer in (layers[0], layers[-1])]
-    if len(layers) > 2:  # the hidden-to-hidden layers share a shape: one reduction for all of them
-        weights = torch.stack([layer.weight.grad for layer in layers[1:-1]]).square().sum((2, 3))
-        biases = torch.stack([layer.bias.grad for layer in layers[1:-1]]).square().sum((2, 3))
-        return torch.cat([squares[0][None], weights + biases, squares[1][None]]).sqrt()
-    return torch.stack(squares).sqrt()
+    """[layers, replicas]: L2 norm of each Linear layer's weight-and-bias gradient, per replica,
+    as hypot(|grad W|, |grad b|); the hidden-to-hidden layers share a shape and go as one stack."""
+
+    def norms(weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+        return torch.hypot(torch.linalg.vector_norm(weights, dim=(-2, -1)), torch.linalg.vector_norm(biases, dim=(-2, -1)))
+
+    first, last = layers[0], layers[-1]
+    parts = [norms(first.weight.grad, first.bias.grad)[None]]
+    if len(layers) > 2:
+        parts.append(norms(torch.stack([l.weight.grad for l in layers[1:-1]]), torch.stack([l.bias.grad for l in layers[1:-1]])))
+    parts.append(norms(last.weight.grad, last.bias.grad)[None])
+    return torch.cat(parts)
 
 
 def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:

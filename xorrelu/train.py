@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from torch import nn
 
 from xorrelu import fused
-from xorrelu.activations import Activation, get_activation
+from xorrelu.activations import Activation, BatchedPReLU, get_activation
 from xorrelu.config import Device, Engine
 from xorrelu.data import make_dataset
 from xorrelu.files import save_torch, write_json
@@ -74,6 +74,7 @@ class AutogradEngine:
     def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, act: Activation, cfg):
         self.model, self.x, self.y, self.act, self.act_cfg = model, x, y, act, cfg.activation
         self.layers = linear_layers(model)
+        self.has_prelu = any(isinstance(m, BatchedPReLU) for m in model)
         self.optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
 
     def step(self, update: bool = True, log: bool = True) -> torch.Tensor:
@@ -83,12 +84,12 @@ class AutogradEngine:
         costs = cost(logits, self.y)
         self.optimizer.zero_grad(set_to_none=False)
         costs.sum().backward()  # a sum keeps replicas independent: each gets its own gradient
-        with torch.no_grad():
-            row = [costs[:, None], accuracy(logits, self.y)[:, None]]
+        with torch.inference_mode():  # metrics only: no autograd bookkeeping
+            row = [costs[None], accuracy(logits, self.y)[None]]
             if log:
-                stuck = stuck_fractions(pre_activations, self.act, self.act_cfg, prelu_slopes(self.model))
-                row += [grad_norms(self.layers).T, stuck.T]
-            row = torch.cat(row, dim=1)
+                prelu = prelu_slopes(self.model) if self.has_prelu else None
+                row += [grad_norms(self.layers), stuck_fractions(pre_activations, self.act, self.act_cfg, prelu)]
+            row = torch.cat(row).T  # [replicas, columns]
         if update:
             self.optimizer.step()
         return row
