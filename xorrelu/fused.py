@@ -11,6 +11,10 @@ change. Tests hold it to the autograd engine: one step to 1e-6, twenty steps to 
 
 from __future__ import annotations
 
+import getpass
+import os
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -54,6 +58,8 @@ class FusedEngine:
         self.t = torch.zeros((), dtype=x.dtype, device=x.device)  # updates so far (Adam's bias correction)
         self.peak = act.peak_slope(self.act_cfg)
         self.compiled = compile
+        if compile:
+            _inductor_cache_per_thread_count()
         self._update_step = torch.compile(self._step, dynamic=False) if compile else self._step
 
     name = "fused"
@@ -145,6 +151,21 @@ class FusedEngine:
                 v = state[k]
                 v.mul_(opt.alpha).addcmul_(g, g, value=1 - opt.alpha)
                 p.sub_(opt.lr * g / (v.sqrt() + opt.eps))
+
+
+_OUR_CACHE: str | None = None
+
+
+def _inductor_cache_per_thread_count() -> None:
+    """Inductor's on-disk cache does not key on the thread count, and a step compiled for one
+    thread runs a two-thread job at about half speed (measured: 1.1M against 2.2M model-steps/s
+    at 10,000 replicas). Keep one cache per thread count, unless the user chose a cache dir."""
+    global _OUR_CACHE
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is not None and chosen != _OUR_CACHE:
+        return
+    _OUR_CACHE = str(Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}" / f"xorrelu_threads{torch.get_num_threads()}")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _OUR_CACHE
 
 
 def _sum(terms):
