@@ -9,8 +9,8 @@ from conftest import make_cfg
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
 from xorrelu.init import INITIALIZERS, init_weights
-from xorrelu.model import BatchedLinear, build_model, export_replica, linear_layers
 from xorrelu.metrics import forward, prelu_slopes, stuck_fractions
+from xorrelu.model import build_model, export_replica, linear_layers
 
 FAN_IN, FAN_OUT = 300, 200
 

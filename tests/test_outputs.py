@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import torch
+from conftest import make_cfg
 
+from xorrelu.data import make_dataset
 from xorrelu.metrics import columns
 from xorrelu.model import export_replica, load_model
-from xorrelu.data import make_dataset
-from conftest import make_cfg
 
 
 def test_metrics_csv_schema_and_logged_steps(train_run):

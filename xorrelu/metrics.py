@@ -19,7 +19,7 @@ from torch import nn
 
 from xorrelu.activations import Activation, BatchedPReLU
 from xorrelu.diagnosis import LN2_BAND, SLOW_AT, diagnose
-from xorrelu.model import BatchedLinear, linear_layers
+from xorrelu.model import BatchedLinear
 
 LN2 = math.log(2)
 SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)

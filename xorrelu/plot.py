@@ -30,8 +30,6 @@ from omegaconf import OmegaConf
 from xorrelu.data import make_dataset
 from xorrelu.metrics import forward
 from xorrelu.model import load_model
-
-from xorrelu.diagnosis import CAUSES
 from xorrelu.results import ResultsError, column_name, fixed_description, job_outcomes, load_jobs, varying_keys
 from xorrelu.stats import group_summary, markdown_table, table_rows
 

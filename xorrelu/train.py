@@ -22,10 +22,9 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-
-from torch import nn
 
 from xorrelu import fused
 from xorrelu.activations import Activation, BatchedPReLU, get_activation
