@@ -67,7 +67,10 @@ def test_a_stop_signal_saves_everything_and_resume_is_byte_identical(tmp_path, r
     assert (job / "metrics.csv").read_bytes() == reference[0]
     final = torch.load(job / "weights.pt", weights_only=True)
     assert all(torch.equal(final["final"][k], reference[1]["final"][k]) for k in final["final"])
-    assert json.loads((job / "summary.json").read_text())["status"] == "completed"
+    resumed = json.loads((job / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == checkpoint["step"]
+    steps_this_session = 6000 - checkpoint["step"] - 1  # after the warm-up step
+    assert resumed["model_steps_per_second"] == pytest.approx(steps_this_session * 4 / (resumed["wall_seconds"] - resumed["warmup_seconds"]), rel=0.05)
 
 
 def stop_soon(seconds: float) -> threading.Timer:

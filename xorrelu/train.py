@@ -201,13 +201,13 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
                 bar.update(step < steps)
         recorder.close()
     except BaseException as error:
-        _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, start, warm)
+        _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, (start, warm, first))
         raise
     finally:
         bar.close()
         if board:
             board.close()
-    timing = _timing(step, cfg.replicas, start, warm)
+    timing = _timing(step, cfg.replicas, start, warm, first)
     _save_checkpoint(out_dir, step, cfg, model, engine, resume_point, initial)
 
     final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -258,7 +258,7 @@ def _save_checkpoint(out_dir: Path, step: int, cfg, model, engine, recorder_stat
     )
 
 
-def _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, start, warm) -> None:
+def _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, clock) -> None:
     """On a stop signal: flush, checkpoint the last completed step, mark the summary interrupted.
     On any other failure: keep every complete row and say so. Never mask the original error."""
     try:
@@ -270,7 +270,7 @@ def _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initi
             log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, out_dir)
         else:
             summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-        summary.update(_timing(step, cfg.replicas, start, warm))
+        summary.update(_timing(step, cfg.replicas, *clock))
         write_json(out_dir / "summary.json", summary)
     except OSError as also:
         log.error("could not save everything after %s: %s", type(error).__name__, also)
@@ -304,13 +304,15 @@ def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> 
         )
 
 
-def _timing(step: int, replicas: int, start: float, warm: float | None = None) -> dict:
-    """Wall time, and throughput over the steps after the first (whose time is `warmup_seconds`)."""
+def _timing(step: int, replicas: int, start: float, warm: float | None = None, first: int = 0) -> dict:
+    """Wall time of this session, and throughput over its steps after the first one (`first`,
+    whose time, with any compilation, is `warmup_seconds`)."""
     now = time.perf_counter()
     timing = {"last_step": step, "wall_seconds": now - start}
     if warm is not None:
+        done = step - first - 1
         timing["warmup_seconds"] = warm - start
-        timing["model_steps_per_second"] = (step - 1) * replicas / (now - warm) if step > 1 and now > warm else None
+        timing["model_steps_per_second"] = done * replicas / (now - warm) if done > 0 and now > warm else None
     return timing
 
 
