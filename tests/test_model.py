@@ -152,3 +152,12 @@ def test_stuck_rule():
     with torch.no_grad():
         prelu[1].weight[:] = torch.tensor([0.001, 0.5])  # both units negative everywhere; only unit 1's slope is tiny
     assert stuck_fractions([-torch.ones(1, 4, 2)], ACTIVATIONS["prelu"], cfg, prelu_slopes(prelu)).tolist() == [[0.5]]
+
+
+@pytest.mark.parametrize("overrides", [["dataset=xor"], ["dataset=parity", "dataset.bits=1"], ["dataset=parity", "dataset.bits=5"]])
+def test_dataset_shape_matches_the_data(overrides):
+    from xorrelu.data import dataset_shape
+
+    cfg = make_cfg(*overrides).dataset
+    x, y = make_dataset(cfg)
+    assert dataset_shape(cfg) == (x.shape[0], x.shape[1]) == (len(y), x.shape[1])

@@ -222,8 +222,9 @@ def estimated_bytes(cfg) -> int:
     copies) and activations per replica, plus ~0.5 GiB for PyTorch itself. Measured: 100,000
     replicas of the default net peak at 1.4 GiB; this says 1.8."""
     pieces = cfg.activation.get("pieces", 1) if cfg.activation.name == "maxout" else 1
-    inputs = 2 if cfg.dataset.name == "xor" else cfg.dataset.bits
-    points = 4 if cfg.dataset.name == "xor" else 2**cfg.dataset.bits
+    from xorrelu.data import dataset_shape
+
+    points, inputs = dataset_shape(cfg.dataset)
     units = cfg.width * pieces
     params = (inputs + 1) * units + (cfg.depth - 1) * (cfg.width + 1) * units + cfg.width + 1
     activations = points * units * cfg.depth

@@ -19,6 +19,14 @@ DATASETS = {
 }
 
 
+def dataset_shape(cfg) -> tuple[int, int]:
+    """(points, inputs) of a dataset, without building it."""
+    if cfg.name not in DATASETS:
+        raise KeyError(f"unknown dataset {cfg.name!r}; valid names: {', '.join(DATASETS)}")
+    bits = 2 if cfg.name == "xor" else cfg.bits
+    return 2**bits, bits
+
+
 def make_dataset(cfg, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs x [points, bits] and labels y [points], float32 on `device`."""
     if cfg.name not in DATASETS:

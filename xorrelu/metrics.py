@@ -23,6 +23,12 @@ from xorrelu.model import BatchedLinear
 
 LN2 = math.log(2)
 SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)
+
+
+def solved(cost, accuracy):
+    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST (tensors or pandas columns)."""
+    return (accuracy == 1) & (cost < SOLVED_COST)
+
 STUCK_SLOPE = 0.01  # a unit is stuck when |f'(z)| < STUCK_SLOPE * peak slope at every point
 
 
@@ -141,14 +147,14 @@ class Recorder:
             state = self.state
             diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
             values = values.masked_fill(diverged[..., None], float("nan"))
-            solved = (accuracy == 1) & (cost < SOLVED_COST) & ~diverged
-            last_unsolved = len(steps) - 1 - (~solved).flip(0).int().argmax(0)  # meaningful where any is unsolved
+            solved_now = solved(cost, accuracy) & ~diverged
+            last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)  # meaningful where any is unsolved
             streak_start = torch.where(
-                (~solved).any(0),
+                (~solved_now).any(0),
                 steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
                 torch.where(state["since"] >= 0, state["since"], steps[0]),
             )
-            state["since"] = torch.where(solved[-1], streak_start, -1)
+            state["since"] = torch.where(solved_now[-1], streak_start, -1)
             state["diverged"], self.last_row = diverged[-1], values[-1]
             if self.steps[0] == 0:  # step 0: how much gradient reaches the input layer
                 state["first_ratio"] = values[0, :, 2] / values[0, :, 1 + self.layers]

@@ -27,8 +27,9 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from xorrelu.data import make_dataset
-from xorrelu.metrics import forward
+from xorrelu.data import dataset_shape, make_dataset
+from xorrelu.diagnosis import PLATEAU_COSTS
+from xorrelu.metrics import forward, solved
 from xorrelu.model import load_model
 from xorrelu.results import ResultsError, column_name, fixed_description, job_outcomes, load_jobs, varying_keys
 from xorrelu.stats import group_summary, markdown_table, table_rows
@@ -36,11 +37,10 @@ from xorrelu.stats import group_summary, markdown_table, table_rows
 log = logging.getLogger(__name__)
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]  # colorblind-safe
-PLATEAUS = {  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
-    "ln 2 = 0.693: all 4 points merged, h = 1/2": math.log(2),
-    "0.477: 3 points merged, h = 2/3": 0.75 * -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)),
-    "0.347: 2 pairs merged, h = 1/2 on each": math.log(2) / 2,
-}
+PLATEAUS = dict(zip(  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
+    ["ln 2 = 0.693: all 4 points merged, h = 1/2", "0.477: 3 points merged, h = 2/3", "0.347: 2 pairs merged, h = 1/2 on each"],
+    PLATEAU_COSTS,
+))
 MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
 CAUSE_COLORS = {"solved": "#009E73", "diverged": "#000000", "dead": "#D55E00", "vanished": "#0072B2",
                 "plateau": "#E69F00", "slow": "#56B4E9", "other": "#CC79A7", "unknown": "#999999"}
@@ -116,7 +116,7 @@ def plot_accuracy(results: Results, ax=None):
     ax = _axes(ax)
     for group in results.groups:
         cost, acc, color = _per_step(results, group, "cost"), _per_step(results, group, "accuracy"), results.color(group)
-        ax.plot(cost.index, ((acc == 1) & (cost < 0.1)).mean(axis=1), color=color, linewidth=2, label=f"{group}: solved")
+        ax.plot(cost.index, solved(cost, acc).mean(axis=1), color=color, linewidth=2, label=f"{group}: solved")
         ax.plot(acc.index, acc.mean(axis=1), color=color, linewidth=1, linestyle="--", label=f"{group}: mean accuracy")
     ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel="fraction of replicas / accuracy", title="Solved replicas and accuracy")
     ax.legend(fontsize="small")
@@ -309,7 +309,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, ini
         plot_success_heatmap(results, ax=ax)
     for figure in figures.values():
         figure.suptitle(results.title, fontsize="small")
-    inputs = {int(c.get("dataset.bits", 2)) if c.get("dataset.name") == "parity" else 2 for c in results.configs}
+    inputs = {dataset_shape(OmegaConf.create({"name": c["dataset.name"], "bits": c.get("dataset.bits")}))[1] for c in results.configs}
     if inputs == {2}:
         figures.update(_decision_boundary_figures(results, initial))
     else:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from xorrelu.metrics import SOLVED_COST
+from xorrelu.metrics import solved as is_solved
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def replica_outcomes(metrics: pd.DataFrame) -> pd.DataFrame:
     logged step from which it stays solved (NaN when it is not solved at the end).
     """
     frame = metrics.sort_values(["seed", "step"])
-    solved = (frame.accuracy == 1) & (frame.cost < SOLVED_COST)
+    solved = is_solved(frame.cost, frame.accuracy)
     last_unsolved = frame.step.where(~solved).groupby(frame.seed).max()
     last = frame.groupby("seed").tail(1).set_index("seed")
     out = pd.DataFrame(

@@ -32,7 +32,6 @@ from xorrelu.config import Device, Engine
 from xorrelu.data import make_dataset
 from xorrelu.files import save_torch, write_json
 from xorrelu.metrics import (
-    SOLVED_COST,
     Recorder,
     accuracy,
     columns,
@@ -40,6 +39,7 @@ from xorrelu.metrics import (
     forward,
     grad_norms,
     prelu_slopes,
+    solved,
     stuck_fractions,
 )
 from xorrelu.model import build_model, linear_layers
@@ -170,7 +170,7 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     write_json(out_dir / "summary.json", summary)
-    initial = checkpoint["initial"] if checkpoint else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    initial = checkpoint["initial"] if checkpoint else _cpu_state(model)
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
     recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
     board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
@@ -210,7 +210,7 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     timing = _timing(step, cfg.replicas, start, warm, first)
     _save_checkpoint(out_dir, step, cfg, model, engine, resume_point, initial)
 
-    final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    final = _cpu_state(model)
     save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step})
     with torch.no_grad():
         hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
@@ -238,6 +238,11 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     return summary
 
 
+def _cpu_state(model: nn.Module) -> dict:
+    """A copy of the model's state on the CPU, safe to keep while training goes on."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def _save_checkpoint(out_dir: Path, step: int, cfg, model, engine, recorder_state: dict, initial: dict) -> None:
     """Everything a run needs to go on from `step` (the next step to measure; `step` updates done)."""
     engine.write_back()
@@ -245,7 +250,7 @@ def _save_checkpoint(out_dir: Path, step: int, cfg, model, engine, recorder_stat
         out_dir / "checkpoint.pt",
         {
             "step": step,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "model": _cpu_state(model),
             "engine": engine.name,
             "compiled": engine.compiled,
             "engine_state": engine.state_dict(),
@@ -281,9 +286,9 @@ def _print_progress(step: int, row: torch.Tensor) -> None:
     finite = torch.isfinite(costs)
     alive = costs[finite]
     spread = f"{alive.quantile(0.5):.7g} ({alive.min():.4g}-{alive.max():.4g})" if len(alive) else "nan"
-    solved = int(((accs == 1) & (costs < SOLVED_COST)).sum())
+    solved_now = int(solved(costs, accs).sum())
     extra = f", diverged {int((~finite).sum())}" if not finite.all() else ""
-    log.info("step %7d | cost %s | solved %d/%d%s", step, spread, solved, len(costs), extra)
+    log.info("step %7d | cost %s | solved %d/%d%s", step, spread, solved_now, len(costs), extra)
 
 
 def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> None:
