@@ -1,48 +1,76 @@
-"""`python -m xorrelu [key=value ...] [--multirun]`: the Hydra shell around xorrelu.train.train."""
+"""`python -m xorrelu [key=value ...] [--multirun]`: the Hydra shell around xorrelu.train.train.
+
+Before Hydra starts, `main` composes and checks every job of the run or the sweep and resolves
+the output dir (xorrelu.preflight). A refused command exits 2 with one line and changes nothing
+on disk; a dir that already holds results is never written into (resume it instead).
+Exit codes: 0 done, 1 a job failed (the others still ran), 2 refused, 129 / 130 / 143 stopped by
+SIGHUP / SIGINT / SIGTERM or SIGUSR2.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
-import hydra
-import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from xorrelu.config import ConfigError, register_configs, validate
-from xorrelu.train import Interrupted, train
+from xorrelu import signals
 
 # A source checkout reads its top-level conf/; an installed package reads the copy installed as
 # xorrelu.conf (pyproject maps conf/ there).
 _CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
 
-register_configs()
-_job_started = False  # set once Hydra has composed a config and handed it to us
+_failures: list[str] = []  # jobs of this process that failed, one line each
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    global _job_started
-    _job_started = True
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+def task(cfg) -> None:
+    """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from xorrelu.config import ConfigError, validate
+    from xorrelu.files import JobDirBusy
+    from xorrelu.train import train
+
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+    name = f"{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})" if multirun else str(out_dir)
     try:
-        validate(cfg)
-    except ConfigError as error:
-        _remove_job_dir(out_dir)
-        print(f"xorrelu: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    threads = job_threads(cfg.threads, HydraConfig.get().launcher)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        train(cfg, out_dir)
-    except OSError as error:  # a full disk, a vanished dir: every complete row so far is kept
-        print(f"xorrelu: error: cannot write the results in {out_dir}: {error}", file=sys.stderr)
-        sys.exit(1)
+        validate(cfg)  # again, on the node that runs it: free memory and devices are its own
+        threads = job_threads(cfg.threads, hydra_cfg.launcher)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        checkpoint = _requeued_checkpoint(out_dir)
+        if checkpoint is None and _holds_results(out_dir):
+            raise JobDirBusy(f"{out_dir} already holds results; resume it with: python -m xorrelu.resume {out_dir}")
+        train(cfg, out_dir, checkpoint=checkpoint)
+    except signals.Interrupted as stop:
+        if not (out_dir / "summary.json").exists():  # stopped before training began
+            _write_summary(cfg, out_dir, {"status": "interrupted", "error": str(stop)})
+        raise  # stops the whole sweep; train() saved the running job
+    except Exception as error:  # noqa: BLE001 — a failed job is reported; the sweep goes on
+        reason = str(error) if isinstance(error, (ConfigError, JobDirBusy)) else f"{type(error).__name__}: {error}"
+        print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr)
+        _failures.append(f"{name}: {reason}")
+        if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
+            _write_summary(cfg, out_dir, {"status": "failed", "error": reason})
+    if signals.pending():  # a stop signal arrived while the job was saving its results
+        raise signals.Interrupted(signals.take_pending())
+
+
+def _write_summary(cfg, out_dir: Path, record: dict) -> None:
+    """A job that never trained still says what happened to it (with signals held)."""
+    from omegaconf import OmegaConf
+
+    from xorrelu.files import write_json
+
+    with signals.mode("hold"):
+        try:
+            write_json(out_dir / "summary.json", {**record, "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)})
+        except OSError:
+            pass
 
 
 def job_threads(threads: int, launcher) -> int:
@@ -60,43 +88,66 @@ def job_threads(threads: int, launcher) -> int:
     return 0
 
 
-def _remove_job_dir(out_dir: Path) -> None:
-    """A rejected run leaves nothing behind: Hydra made its job dir before calling us."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    parent = out_dir.parent
-    while parent.name != "outputs" and parent != parent.parent:  # prune now-empty dirs, or a sweep dir with no jobs
-        leftovers = {p.name for p in parent.iterdir()} if parent.is_dir() else set()
-        if leftovers - {"multirun.yaml"}:
-            break
-        shutil.rmtree(parent, ignore_errors=True)
-        parent = parent.parent
+RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
 
 
-def _check_output_root(args: list[str]) -> None:
-    """Hydra makes the run dir before anything else and would fail with a traceback when a file
-    stands where a directory must go: say it in one line instead, before anything runs."""
-    roots = [arg.split("=", 1)[1].split("${")[0] for arg in args if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
-    for root in roots or ["outputs"]:
-        for path in [Path(root), *Path(root).parents]:
-            if path.exists() and not path.is_dir():
-                print(f"xorrelu: error: cannot write results under {root}: {path} is a file, not a directory", file=sys.stderr)
-                sys.exit(2)
+def _holds_results(job_dir: Path) -> bool:
+    return any((job_dir / name).exists() for name in RESULT_FILES)
+
+
+def _requeued_checkpoint(out_dir: Path) -> dict | None:
+    """A scheduler's requeue of this very job (SLURM after preemption) resumes from the
+    checkpoint it left in its own dir; nothing else ever runs into a dir with results."""
+    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not (out_dir / "checkpoint.pt").is_file():
+        return None
+    from xorrelu.resume import load_checkpoint
+
+    return load_checkpoint(out_dir)
+
+
+def _run_hydra(argv: list[str]) -> None:
+    import hydra
+
+    from xorrelu.config import register_configs
+
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)()
+
+
+def run(argv: list[str]) -> int:
+    """Check, then hand over to Hydra; the exit code."""
+    from xorrelu.preflight import Refused, check
+
+    try:
+        plan = check(argv, CONFIG_PATH)
+    except Refused as error:
+        print(f"xorrelu: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        _run_hydra(plan.argv)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            return 2 if plan.jobs == 0 else int(exit_.code) if isinstance(exit_.code, int) else 1
+    if plan.sweep_dir is not None:
+        _failures[:] = plan.unfinished_jobs() or []
+    if _failures and plan.sweep_dir is not None:
+        print(f"xorrelu: {len(_failures)} of {plan.jobs} jobs did not complete (the others did; plots cover them):", file=sys.stderr)
+        for line in _failures:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if _failures else 0
 
 
 def main() -> None:
-    """Entry point of `python -m xorrelu` and the `xorrelu` script. Exit codes: 2 bad config or
-    output path, 1 a failure while training, 130 / 143 stopped by SIGINT / SIGTERM or SIGUSR2."""
-    _check_output_root(sys.argv[1:])
+    """Entry point of `python -m xorrelu` and the `xorrelu` script."""
+    signals.install()  # from here on a stop signal never prints a traceback
     try:
-        _hydra_main()
-    except Interrupted as stop:
-        sys.exit(stop.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except SystemExit as exit_:
-        if exit_.code == 1 and not _job_started:  # Hydra refused an override before any job ran
-            sys.exit(2)
-        raise
+        code = run(sys.argv[1:])
+    except signals.Interrupted as stop:
+        print(f"xorrelu: {stop}", file=sys.stderr)
+        code = stop.exit_code
+    signals.ignore_from_now_on()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

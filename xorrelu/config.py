@@ -8,6 +8,8 @@ that have the right type but are out of range are refused by `validate`.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -167,11 +169,13 @@ def register_configs() -> None:
 # --- range checks ---------------------------------------------------------------------------
 _AT_LEAST_1 = ("depth", "width", "steps", "replicas", "log_every", "print_every")
 _POSITIVE = ("optimizer.lr", "optimizer.eps", "activation.alpha", "activation.beta", "init.bound", "init.std")
+_FINITE = ("init.bias", "activation.init")
 _UNIT_INTERVAL = ("optimizer.momentum", "optimizer.beta1", "optimizer.beta2", "optimizer.alpha", "activation.slope")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value that is out of range or unknown."""
+def validate(cfg: DictConfig, check_memory: bool = True) -> None:
+    """Raise ConfigError for the first value that is out of range or unknown. `check_memory`
+    compares the run's size with this machine's free memory (off where jobs run elsewhere)."""
     from xorrelu.activations import ACTIVATIONS
     from xorrelu.data import DATASETS
     from xorrelu.init import INITIALIZERS
@@ -189,7 +193,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
     for key in _AT_LEAST_1:
         _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
-    _check(cfg, "seed", lambda v: v >= 0, "an integer >= 0")
+    last_seed = 2**63 - cfg.replicas  # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
+    _check(cfg, "seed", lambda v: 0 <= v <= last_seed, f"an integer from 0 to 2**63 - replicas = {last_seed}")
     _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
     if cfg.compile not in ("auto", True, False):
         raise ConfigError("compile", cfg.compile, "auto, true or false")
@@ -199,7 +204,9 @@ def validate(cfg: DictConfig) -> None:
         if cfg.activation.name not in FUSED_ACTIVATIONS:
             raise ConfigError("engine", "fused", f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; use engine=autograd or auto")
     for key in _POSITIVE:
-        _check(cfg, key, lambda v: v > 0, "a number > 0")
+        _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")
+    for key in _FINITE:
+        _check(cfg, key, math.isfinite, "a finite number")
     for key in _UNIT_INTERVAL:
         _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
@@ -214,7 +221,8 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto")
-    _check_memory(cfg)
+    if check_memory:
+        _check_memory(cfg)
 
 
 def estimated_bytes(cfg) -> int:
@@ -236,9 +244,15 @@ def available_bytes(device) -> int:
 
     if Device(device) is not Device.cpu and torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0]
-    with open("/proc/meminfo") as meminfo:
-        fields = dict(line.split(":", 1) for line in meminfo)
-    return int(fields["MemAvailable"].split()[0]) * 1024
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # not Linux: free pages, where the system says
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 2**62  # unknown: do not refuse
 
 
 def _check_memory(cfg) -> None:

@@ -1,19 +1,43 @@
-"""Writes that never leave a half-written file: write beside the target, then rename over it."""
+"""Files that are whole or absent, a job dir that one process at a time writes, and room kept
+for the last word on a full disk.
+
+- `write_json`, `save_torch`: write beside the target, then rename over it (the old file or
+  the new one, never half of one).
+- `locked(job_dir)`: an exclusive `flock` on the job dir for as long as a run or resume writes
+  into it; a second process is refused with one line. Where the file system has no locks, a
+  warning, and on.
+- `Reserve`: a small file made when a job starts and deleted when it needs room, so that on a
+  full disk the summary can still say `failed`.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
+
+class JobDirBusy(Exception):
+    """Another process writes into this job dir (or it already holds results)."""
+
 
 def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # ours: made just above by this process
+        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -22,3 +46,52 @@ def write_json(path: Path, obj: Any) -> None:
 
 def save_torch(path: Path, obj: Any) -> None:
     _replace(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+@contextmanager
+def locked(job_dir: Path):
+    """Hold an exclusive lock on `job_dir` (flock on the directory itself: no file is made)."""
+    fd = os.open(job_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobDirBusy(f"another xorrelu process is writing into {job_dir}; wait for it to end (or stop it) and try again") from None
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            log.warning("%s cannot be locked (%s): make sure no other process writes into it", job_dir, error.strerror)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class Reserve:
+    """RESERVE_BYTES set aside in the job dir while it runs: on a full disk, `release()` frees
+    them for the summary and checkpoint. Only a file this class made is ever deleted."""
+
+    NAME = ".xorrelu-reserve"
+    RESERVE_BYTES = 256 * 1024  # a failed run's summary.json is ~2 KB; a checkpoint is more
+
+    def __init__(self, job_dir: Path):
+        self.path = Path(job_dir) / self.NAME
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # left by a run of this job that was killed: it is ours
+            self.made = self.path.is_file() and not self.path.is_symlink() and self.path.stat().st_size == self.RESERVE_BYTES
+            return
+        except OSError:
+            self.made = False  # no room even for this: the run will say so soon enough
+            return
+        try:
+            os.write(fd, bytes(self.RESERVE_BYTES))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        self.made = True
+
+    def release(self) -> None:
+        if self.made:
+            self.path.unlink(missing_ok=True)
+            self.made = False

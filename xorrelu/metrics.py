@@ -118,15 +118,16 @@ class Recorder:
             "cost_at_90": torch.full((len(seeds),), float("nan"), device=device),
         }
         if resume:  # go on from a snapshot: drop any rows written after it, keep appending
-            self.file = open(path, "r+b")
+            self.file = open(path, "r+b", buffering=0)
             self.file.truncate(resume["csv_bytes"])
             self.file.seek(resume["csv_bytes"])
+            self.size = resume["csv_bytes"]
             for key, value in self.state.items():
                 value.copy_(resume[key])
         else:
-            self.file = open(path, "wb")
-        options = pacsv.WriteOptions(include_header=not resume, quoting_style="none", quoting_header="none")
-        self.writer = pacsv.CSVWriter(self.file, self.schema, write_options=options)
+            self.file = open(path, "wb", buffering=0)
+            self.size = 0
+            self._append(self._csv(self.schema.empty_table(), header=True))
         self.last_row: torch.Tensor | None = None
         self.steps: list[int] = []
         self.rows: list[torch.Tensor] = []
@@ -140,35 +141,58 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        if self.steps:
-            values = torch.stack(self.rows)  # [steps, replicas, columns]
-            steps = torch.tensor(self.steps, device=values.device)
-            cost, accuracy = values[..., 0], values[..., 1]
-            state = self.state
-            diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
-            values = values.masked_fill(diverged[..., None], float("nan"))
-            solved_now = solved(cost, accuracy) & ~diverged
-            last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)  # meaningful where any is unsolved
-            streak_start = torch.where(
-                (~solved_now).any(0),
-                steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
-                torch.where(state["since"] >= 0, state["since"], steps[0]),
-            )
-            state["since"] = torch.where(solved_now[-1], streak_start, -1)
-            state["diverged"], self.last_row = diverged[-1], values[-1]
-            if self.steps[0] == 0:  # step 0: how much gradient reaches the input layer
-                state["first_ratio"] = values[0, :, 2] / values[0, :, 1 + self.layers]
-            state["below_ln2"] |= (cost < LN2 - LN2_BAND).any(0)
-            before_mark = steps <= self.slow_mark
-            if before_mark.any():
-                state["cost_at_90"] = values[int(before_mark.nonzero().max()), :, 0]
-            flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
-            step_column = np.repeat(np.asarray(self.steps, dtype=np.int64), len(self.seeds))
-            seed_column = np.tile(self.seeds, len(self.steps))
-            arrays = [pa.array(step_column), pa.array(seed_column)] + [pa.array(flat[:, j]) for j in range(flat.shape[1])]
-            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-            self.file.flush()
-        self.steps, self.rows, self.last_flush = [], [], time.monotonic()
+        rows, self.rows, steps, self.steps = self.rows, [], self.steps, []  # a failed write is not tried twice
+        self.last_flush = time.monotonic()
+        if steps:
+            self._flush(steps, rows)
+
+    def _flush(self, step_list: list[int], rows: list[torch.Tensor]) -> None:
+        values = torch.stack(rows)  # [steps, replicas, columns]
+        steps = torch.tensor(step_list, device=values.device)
+        cost, accuracy = values[..., 0], values[..., 1]
+        state = self.state
+        diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
+        values = values.masked_fill(diverged[..., None], float("nan"))
+        solved_now = solved(cost, accuracy) & ~diverged
+        last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)  # meaningful where any is unsolved
+        streak_start = torch.where(
+            (~solved_now).any(0),
+            steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
+            torch.where(state["since"] >= 0, state["since"], steps[0]),
+        )
+        state["since"] = torch.where(solved_now[-1], streak_start, -1)
+        state["diverged"], self.last_row = diverged[-1], values[-1]
+        if step_list[0] == 0:  # step 0: how much gradient reaches the input layer
+            state["first_ratio"] = values[0, :, 2] / values[0, :, 1 + self.layers]
+        state["below_ln2"] |= (cost < LN2 - LN2_BAND).any(0)
+        before_mark = steps <= self.slow_mark
+        if before_mark.any():
+            state["cost_at_90"] = values[int(before_mark.nonzero().max()), :, 0]
+        flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
+        step_column = np.repeat(np.asarray(step_list, dtype=np.int64), len(self.seeds))
+        seed_column = np.tile(self.seeds, len(step_list))
+        arrays = [pa.array(step_column), pa.array(seed_column)] + [pa.array(flat[:, j]) for j in range(flat.shape[1])]
+        self._append(self._csv(pa.Table.from_arrays(arrays, schema=self.schema)))
+
+    @staticmethod
+    def _csv(table: pa.Table, header: bool = False) -> bytes:
+        sink = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=header, quoting_style="none", quoting_header="none")
+        pacsv.write_csv(table, sink, write_options=options)
+        return sink.getvalue().to_pybytes()
+
+    def _append(self, data: bytes) -> None:
+        """Whole rows or none: a write that fails part-way (a full disk) is cut back to the
+        last whole row before the error goes on."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self.file.write(view):]
+        except OSError:
+            self.file.truncate(self.size)
+            self.file.seek(self.size)
+            raise
+        self.size += len(data)
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -189,10 +213,11 @@ class Recorder:
     def snapshot(self) -> dict:
         """Flush, and return what a resumed run needs to go on from exactly here."""
         self.flush()
-        return {"csv_bytes": self.file.tell(), **{k: v.cpu().clone() for k, v in self.state.items()}}
+        return {"csv_bytes": self.size, **{k: v.cpu().clone() for k, v in self.state.items()}}
 
     def close(self) -> None:
         if not self.file.closed:
-            self.flush()
-            self.writer.close()
-            self.file.close()
+            try:
+                self.flush()
+            finally:
+                self.file.close()

@@ -11,12 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
-import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -26,11 +25,11 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from xorrelu import fused
+from xorrelu import fused, signals
 from xorrelu.activations import Activation, BatchedPReLU, get_activation
 from xorrelu.config import Device, Engine
 from xorrelu.data import make_dataset
-from xorrelu.files import save_torch, write_json
+from xorrelu.files import Reserve, locked, save_torch, write_json
 from xorrelu.metrics import (
     Recorder,
     accuracy,
@@ -43,6 +42,7 @@ from xorrelu.metrics import (
     stuck_fractions,
 )
 from xorrelu.model import build_model, linear_layers
+from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -119,39 +119,21 @@ def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, sam
     return fused.FusedEngine(model, x, y, act, cfg, compile=compile_)
 
 
-class Interrupted(BaseException):
-    """A stop signal arrived: training stopped at a step boundary with everything saved."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-        self.exit_code = 130 if signum == signal.SIGINT else 143  # SIGUSR2 (preemption) as SIGTERM
-
-
-STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2]
-
-
-@contextmanager
-def _stop_on_signals():
-    """SIGINT, SIGTERM and SIGUSR2 (what submitit sends before preemption) set a flag that the
-    loop reads between steps; the handlers before are restored afterwards."""
-    flag = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: flag.update(signum=signum)) for s in STOP_SIGNALS}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     """Train cfg.replicas nets; write metrics.csv, summary.json, weights.pt and checkpoint.pt
-    into out_dir. With `checkpoint` (xorrelu.resume), continue from it in the same files."""
+    into out_dir. With `checkpoint` (xorrelu.resume), continue from it in the same files.
+    One process at a time writes into a job dir (xorrelu.files.locked)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with signals.installed(), locked(out_dir):
+        reserve = Reserve(out_dir)
+        try:
+            return _train(cfg, out_dir, checkpoint, reserve)
+        finally:
+            reserve.release()
+
+
+def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dict:
     threads = checkpoint["threads"] if checkpoint else cfg.threads
     if threads > 0:
         torch.set_num_threads(threads)
@@ -179,10 +161,12 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     start, warm, step = time.perf_counter(), None, first
     bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
     try:
-        with logging_redirect_tqdm(), _stop_on_signals() as stop:
+        # Until the first step is done (and compiled), a stop signal stops at once; from then on
+        # the loop finishes its step first, so that the checkpoint is of a whole step.
+        with logging_redirect_tqdm(), ExitStack() as deferred:
             for step in range(first, steps + 1):
-                if stop["signum"]:
-                    raise Interrupted(stop["signum"])
+                if signals.pending():
+                    raise Interrupted(signals.take_pending())
                 logged = step % log_every == 0 or step == steps
                 if step == steps:  # where a longer run would go on: before the final row
                     resume_point = recorder.snapshot()
@@ -198,18 +182,30 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
                         board.histograms(step, model)
                 if step == first:
                     warm = time.perf_counter()  # the first step carries any compilation
+                    deferred.enter_context(signals.mode("defer"))
                 bar.update(step < steps)
-        recorder.close()
+            with signals.mode("hold"):  # from here to the end, signals wait for the results
+                recorder.close()
+                timing = _timing(step, cfg.replicas, start, warm, first)
+                _save_checkpoint(_Saved(out_dir, cfg, model, engine, initial), step, resume_point)
     except BaseException as error:
-        _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, (start, warm, first))
+        with signals.mode("hold"):
+            saved = _Saved(out_dir, cfg, model, engine, initial)
+            _save_what_we_have(error, saved, step if warm is not None else None, recorder, summary, reserve, (start, warm, first))
         raise
     finally:
         bar.close()
         if board:
             board.close()
-    timing = _timing(step, cfg.replicas, start, warm, first)
-    _save_checkpoint(out_dir, step, cfg, model, engine, resume_point, initial)
+    with signals.mode("hold"):
+        summary = _finish(out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing)
+    if signals.pending():  # asked to stop while the results were written: they are whole; stop now
+        raise Interrupted(signals.take_pending())
+    return summary
 
+
+def _finish(out_dir: Path, cfg, model, x, recorder: Recorder, summary: dict, initial: dict, seeds: list[int], step: int, timing: dict) -> dict:
+    """weights.pt, the final summary.json and the printed table of a completed run."""
     final = _cpu_state(model)
     save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step})
     with torch.no_grad():
@@ -243,40 +239,66 @@ def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _save_checkpoint(out_dir: Path, step: int, cfg, model, engine, recorder_state: dict, initial: dict) -> None:
+@dataclass
+class _Saved:
+    """What a checkpoint is made of, besides the step and the metrics writer's position."""
+
+    out_dir: Path
+    cfg: object
+    model: nn.Sequential
+    engine: object
+    initial: dict
+
+
+def _save_checkpoint(saved: _Saved, step: int, recorder_state: dict) -> None:
     """Everything a run needs to go on from `step` (the next step to measure; `step` updates done)."""
-    engine.write_back()
+    saved.engine.write_back()
     save_torch(
-        out_dir / "checkpoint.pt",
+        saved.out_dir / "checkpoint.pt",
         {
             "step": step,
-            "model": _cpu_state(model),
-            "engine": engine.name,
-            "compiled": engine.compiled,
-            "engine_state": engine.state_dict(),
+            "model": _cpu_state(saved.model),
+            "engine": saved.engine.name,
+            "compiled": saved.engine.compiled,
+            "engine_state": saved.engine.state_dict(),
             "recorder": recorder_state,
-            "initial": initial,
+            "initial": saved.initial,
             "threads": torch.get_num_threads(),
-            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "config": OmegaConf.to_container(saved.cfg, resolve=True, enum_to_str=True),
             "rng": torch.get_rng_state(),
         },
     )
 
 
-def _save_what_we_have(error, out_dir, step, cfg, model, engine, recorder, initial, summary, clock) -> None:
-    """On a stop signal: flush, checkpoint the last completed step, mark the summary interrupted.
-    On any other failure: keep every complete row and say so. Never mask the original error."""
+def _save_what_we_have(error: BaseException, saved: _Saved, step: int | None, recorder: Recorder, summary: dict, reserve: Reserve, clock) -> None:
+    """On a stop signal: flush, checkpoint the last completed step (`step`; None when the
+    first step was not done, so an earlier checkpoint stays as it is), mark the summary
+    interrupted. On any other failure: keep every complete row and say so. The reserve is
+    freed first, so that a full disk still gets the summary. Never masks the original error."""
+    reserve.release()
     try:
         state = recorder.snapshot()
+    except OSError as also:
+        state = None
+        log.error("could not write the last rows after %s: %s (every row before them is whole)", type(error).__name__, also)
+    try:
         recorder.close()
-        if isinstance(error, (Interrupted, KeyboardInterrupt)):
-            _save_checkpoint(out_dir, step, cfg, model, engine, state, initial)
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if interrupted and step is not None and state is not None:
+            _save_checkpoint(saved, step, state)
+        last = step if step is not None else clock[2]
+        if interrupted:
             summary.update(status="interrupted", error=str(error) or "KeyboardInterrupt")
-            log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, out_dir)
+            if step is not None:
+                log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, saved.out_dir)
+            elif (saved.out_dir / "checkpoint.pt").is_file():  # a resumed run: its checkpoint still holds
+                log.warning("interrupted before its first step; the checkpoint is unchanged; go on with: python -m xorrelu.resume %s", saved.out_dir)
+            else:
+                log.warning("interrupted before the first step: nothing was trained; run it again")
         else:
             summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-        summary.update(_timing(step, cfg.replicas, *clock))
-        write_json(out_dir / "summary.json", summary)
+        summary.update(_timing(last, saved.cfg.replicas, *clock))
+        write_json(saved.out_dir / "summary.json", summary)
     except OSError as also:
         log.error("could not save everything after %s: %s", type(error).__name__, also)
 

@@ -1,0 +1,231 @@
+"""Everything `python -m xorrelu` checks before Hydra starts, so that a refused command writes
+nothing: Hydra makes the job dir, opens the log and writes `.hydra/*.yaml` before the task runs.
+
+- every job of a sweep is composed and range-checked (one line names the bad job's overrides);
+- the run or sweep dir is resolved once (its `${now:...}` included) and handed to Hydra as an
+  override, so the dir checked is the dir written;
+- a dir that already holds results is refused (resume it instead), and so is a dir that cannot
+  be made (a file in the way, a name too long, a read-only or unwritable place).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULT_MARKERS = ("metrics.csv", "summary.json", "checkpoint.pt", ".hydra")
+REMOTE_LAUNCHERS = ("submitit_slurm", "slurm", "ray")  # jobs run on other machines: their memory is theirs
+INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "version")
+
+
+class Refused(Exception):
+    """A command that must not run; the message says why and what to do instead."""
+
+
+@dataclass
+class Plan:
+    argv: list[str]  # what Hydra gets: the user's overrides with the resolved dir
+    jobs: int  # 0 when Hydra only prints something (--help, --cfg)
+    sweep_dir: Path | None = None  # for --multirun
+
+    def unfinished_jobs(self) -> list[str]:
+        """After a sweep: one line per job that did not complete (from each job's summary.json)."""
+        lines, done = [], 0
+        for summary in sorted(self.sweep_dir.rglob("summary.json")):
+            try:
+                status = json.loads(summary.read_text())
+                status, error = status.get("status"), status.get("error", "")
+            except (OSError, ValueError, AttributeError, RecursionError, UnicodeDecodeError):
+                status, error = "unreadable", "summary.json cannot be read"
+            if status == "completed":
+                done += 1
+            else:
+                lines.append(f"{summary.parent.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}")
+        missing = self.jobs - done - len(lines)
+        if missing > 0:
+            lines.append(f"{missing} job(s) left no summary.json (killed, or never started)")
+        return lines
+
+
+def check(argv: list[str], config_path: str) -> Plan:
+    """The plan for `argv`, or Refused."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # argparse said what is wrong; let Hydra say it the same way again
+        return Plan(argv, 0)
+    if any(getattr(args, flag, None) for flag in INFORMATIONAL) or args.config_dir or args.config_path or args.config_name:
+        return Plan(argv, 0)  # prints something, or a config from elsewhere: Hydra checks it itself
+    jobs, base = _compose_all(args.overrides, args.multirun, config_path)
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    out_dir = _resolve_dir(base, key)
+    _check_dir(out_dir, key, args.multirun)
+    kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
+    return Plan([f"{key}={_quoted(str(out_dir))}", *kept], len(jobs), out_dir if args.multirun else None)
+
+
+def _compose_all(overrides: list[str], multirun: bool, config_path: str):
+    """Compose every job's config and validate it; (the jobs' overrides, the base config)."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf, open_dict
+
+    from xorrelu.config import ConfigError, register_configs, validate
+
+    register_configs()
+    if config_path.startswith("pkg://"):
+        context = initialize_config_module(config_module=config_path.removeprefix("pkg://"), version_base="1.3")
+    else:
+        context = initialize_config_dir(config_dir=config_path, version_base="1.3", job_name="xorrelu")
+    with context:
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().hydra.config_loader)
+        try:
+            parsed = parser.parse_overrides(overrides)
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            base = compose("config", overrides=fixed if multirun else overrides, return_hydra_config=True)
+            jobs = [overrides]
+            if multirun:
+                launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
+                sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="") or ""
+                if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
+                    jobs = [fixed]
+                else:
+                    params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+                    arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+                    jobs = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)[0]
+            else:
+                launcher = ""
+        except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
+            raise Refused(_one_line(error)) from None
+        check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
+        compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
+        for number, job in enumerate(jobs):
+            try:
+                validate(compose_job(list(job)), check_memory=check_memory)
+            except ConfigError as error:
+                where = f"job {number} ({' '.join(job)}): " if multirun else ""
+                raise Refused(f"{where}{error}") from None
+            except Exception as error:  # noqa: BLE001
+                where = f"job {number} ({' '.join(job)}): " if multirun else ""
+                raise Refused(where + _one_line(error)) from None
+    return jobs, base
+
+
+class _Composer:
+    """Hydra's compose for each job of a sweep, ~70 ms each, done once per choice of config
+    groups: jobs that differ only in plain values (depth=1..20, seed=0..999) reuse it."""
+
+    def __init__(self, parser, groups: list[str]):
+        self.parser, self.groups, self.cache = parser, set(groups), {}
+
+    def __call__(self, overrides: list[str]):
+        from hydra import compose
+        from omegaconf import OmegaConf, open_dict
+
+        parsed = self.parser.parse_overrides(overrides)
+        plain = [o for o in parsed if self._is_plain_value(o)]
+        choices = tuple(o.input_line for o in parsed if o not in plain)
+        if choices not in self.cache:
+            cfg = compose("config", overrides=list(choices))
+            with open_dict(cfg):
+                cfg.pop("hydra", None)
+            self.cache[choices] = cfg
+        cfg = self.cache[choices].copy()
+        for override in plain:  # the schema converts and checks types as compose would
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
+        return cfg
+
+    def _is_plain_value(self, override) -> bool:
+        key = override.key_or_group
+        return (
+            not (override.is_add() or override.is_force_add() or override.is_delete())
+            and override.package is None
+            and not key.startswith("hydra")
+            and key.split(".")[0] not in self.groups
+            and "/" not in key
+        )
+
+
+def _resolve_dir(base, key: str) -> Path:
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.select(base, key, throw_on_resolution_failure=True)
+    except Exception as error:  # noqa: BLE001
+        raise Refused(f"cannot resolve {key}: {_one_line(error)}") from None
+    if not value:
+        raise Refused(f"{key} is empty: give a directory, e.g. {key}=outputs/mine")
+    return Path(str(value))
+
+
+def _check_dir(out_dir: Path, key: str, multirun: bool) -> None:
+    """Refuse a dir that holds results or cannot be made; make nothing."""
+    for part in out_dir.parts:
+        if len(os.fsencode(part)) > 255:
+            raise Refused(f"cannot write results under {key}: the name {part[:40]}... is longer than 255 bytes; choose a shorter one")
+    absolute = out_dir.absolute()
+    for path in [absolute, *absolute.parents]:
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                what = "a broken link" if not path.exists() else "a file, not a directory"
+                raise Refused(f"cannot write results under {out_dir}: {path} is {what}")
+            if path != absolute:
+                _check_writable(path, out_dir)
+            break
+    if out_dir.is_dir():
+        holds = _results_in(out_dir) if not multirun else _results_in(out_dir, sweep=True)
+        if holds:
+            if multirun:
+                raise Refused(
+                    f"{out_dir} already holds a sweep ({holds}); nothing was changed. To finish its jobs: "
+                    f"python -m xorrelu.resume {out_dir}; to start a new sweep, choose another {key} (or leave it out)"
+                )
+            raise Refused(
+                f"{out_dir} already holds a run ({holds}); nothing was changed. To continue it: "
+                f"python -m xorrelu.resume {out_dir}; to start a new run, choose another {key} (or leave it out)"
+            )
+        _check_writable(out_dir, out_dir)
+
+
+def _results_in(directory: Path, sweep: bool = False) -> str:
+    """What in `directory` says it holds results ('' when nothing does)."""
+    if sweep and (directory / "multirun.yaml").exists():
+        return "multirun.yaml"
+    for name in RESULT_MARKERS:
+        if (directory / name).exists():
+            return name
+    if sweep:
+        for child in sorted(directory.iterdir()):
+            if child.is_dir() and _results_in(child):
+                return f"{child.name}/{_results_in(child)}"
+    return ""
+
+
+def _check_writable(path: Path, out_dir: Path) -> None:
+    try:
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        read_only = False
+    if read_only or not os.access(path, os.W_OK | os.X_OK):
+        reason = "is on a read-only file system" if read_only else "is not writable"
+        raise Refused(f"cannot write results under {out_dir}: {path} {reason} ({errno.errorcode.get(errno.EROFS if read_only else errno.EACCES)})")
+
+
+def _quoted(value: str) -> str:
+    """A Hydra override value that stays exactly `value` (quotes, backslashes, `${`)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).split("\nConfig search path")[0]  # Hydra's search path is noise here
+    text = " ".join(text.split()) or type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += " (" + " ".join(str(cause).split()) + ")"
+    return text
