@@ -42,3 +42,18 @@ def train_run(tmp_path):
         return summary, pd.read_csv(out / "metrics.csv"), out
 
     return run
+
+
+def snapshot(root: Path) -> dict:
+    """{relative path: bytes} of every file below `root` (links as their targets' names)."""
+    import os
+
+    files = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_symlink():
+            files[str(path.relative_to(root))] = "-> " + os.readlink(path)
+        elif path.is_file():
+            files[str(path.relative_to(root))] = path.read_bytes()
+        elif path.is_dir():
+            files[str(path.relative_to(root)) + "/"] = None
+    return files

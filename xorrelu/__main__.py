@@ -143,10 +143,16 @@ def main() -> None:
     signals.install()  # from here on a stop signal never prints a traceback
     try:
         code = run(sys.argv[1:])
-    except signals.Interrupted as stop:
-        print(f"xorrelu: {stop}", file=sys.stderr)
-        code = stop.exit_code
-    signals.ignore_from_now_on()
+    except BaseException:
+        if signals.requested() is None:
+            raise  # a bug: its traceback is the report
+        code = None
+    stop = signals.requested()
+    if stop is not None:  # whatever the Interrupted ran into on its way out
+        signals.ignore_from_now_on()
+        interrupted = signals.Interrupted(stop)
+        print(f"xorrelu: {interrupted}", file=sys.stderr)
+        code = interrupted.exit_code
     sys.exit(code)
 
 

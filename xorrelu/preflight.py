@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,14 +106,14 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             raise Refused(_one_line(error)) from None
         check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
+        swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
         for number, job in enumerate(jobs):
+            where = f"job {number} ({' '.join(job[i] for i in swept) or ' '.join(job)}): " if multirun else ""
             try:
                 validate(compose_job(list(job)), check_memory=check_memory)
             except ConfigError as error:
-                where = f"job {number} ({' '.join(job)}): " if multirun else ""
                 raise Refused(f"{where}{error}") from None
             except Exception as error:  # noqa: BLE001
-                where = f"job {number} ({' '.join(job)}): " if multirun else ""
                 raise Refused(where + _one_line(error)) from None
     return jobs, base
 
@@ -161,6 +162,8 @@ def _resolve_dir(base, key: str) -> Path:
         raise Refused(f"cannot resolve {key}: {_one_line(error)}") from None
     if not value:
         raise Refused(f"{key} is empty: give a directory, e.g. {key}=outputs/mine")
+    if "${" in str(value):  # Hydra resolves the dir again inside its logging config
+        raise Refused(f"{key}={value!r}: a directory name cannot contain '${{'; choose another")
     return Path(str(value))
 
 
@@ -218,8 +221,11 @@ def _check_writable(path: Path, out_dir: Path) -> None:
 
 
 def _quoted(value: str) -> str:
-    """A Hydra override value that stays exactly `value` (quotes, backslashes, `${`)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
+    """A Hydra override value that stays exactly `value`. In Hydra's quoted strings only a
+    quote and the backslashes right before a quote (or before the closing one) are escaped."""
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    trailing = len(body) - len(body.rstrip("\\"))
+    return "'" + body + "\\" * trailing + "'"
 
 
 def _one_line(error: BaseException) -> str:

@@ -39,6 +39,7 @@ class _State:
     mode = "raise"
     pending: int | None = None  # the first signal seen in "defer" or "hold" mode
     stopping = False  # a stop was asked for: later signals are only acknowledged
+    first: int | None = None  # the signal that asked for it
     installed = False
 
 
@@ -51,7 +52,7 @@ def _handle(signum, frame) -> None:
         os.write(2, f"\n{name}: saving... (the results are being written; xorrelu stops by itself)\n".encode())
     if _state.stopping:
         return
-    _state.stopping = True
+    _state.stopping, _state.first = True, signum
     if _state.mode == "raise":
         raise Interrupted(signum)
     _state.pending = signum
@@ -86,7 +87,7 @@ def installed():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _state.installed, _state.stopping, _state.pending = False, False, None
+        _state.installed, _state.stopping, _state.first, _state.pending = False, False, None, None
 
 
 @contextmanager
@@ -98,6 +99,12 @@ def mode(name: str):
         yield
     finally:
         _state.mode = before
+
+
+def requested() -> int | None:
+    """The signal that asked this process to stop, if one did: an entry point exits with its
+    code even when the Interrupted it raised was lost in a library's own cleanup."""
+    return _state.first
 
 
 def pending() -> int | None:

@@ -151,16 +151,17 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
     summary = _job_info(cfg, device, engine)
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
-    write_json(out_dir / "summary.json", summary)
     initial = checkpoint["initial"] if checkpoint else _cpu_state(model)
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
-    recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
-    board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
+    with signals.mode("hold"):  # the summary and the CSV's header appear together, or neither
+        write_json(out_dir / "summary.json", summary)
+        recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
     first = checkpoint["step"] if checkpoint else 0
-    start, warm, step = time.perf_counter(), None, first
+    start, warm, step, board = time.perf_counter(), None, first, None
     bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
     try:
+        board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
         # Until the first step is done (and compiled), a stop signal stops at once; from then on
         # the loop finishes its step first, so that the checkpoint is of a whole step.
         with logging_redirect_tqdm(), ExitStack() as deferred:

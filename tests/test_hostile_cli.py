@@ -1,0 +1,348 @@
+"""Hostile input to `python -m xorrelu`: every refusal is one line, exit 2, and leaves every file
+that existed before byte-identical; nothing the command did not make is ever deleted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli, snapshot
+
+TINY = ["steps=20", "replicas=2", "plot=false"]
+
+
+def refused(proc, *words):
+    """One line on stderr, exit 2, no traceback, and each of `words` in it."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xorrelu: error:"), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A user's project dir with a file in it, as the cwd of the command."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("important\n")
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    return tmp_path
+
+
+# --- configs that are refused before anything is written ------------------------------------
+BAD = [
+    (["depth=0"], "depth=0"),
+    (["depth=abc"], "depth=abc"),
+    (["width=-1"], "width=-1"),
+    (["steps=0"], "steps=0"),
+    (["replicas=0"], "replicas=0"),
+    (["seed=-1"], "seed=-1"),
+    (["seed=9223372036854775808"], "seed=9223372036854775808"),
+    (["seed=18446744073709551616"], "seed=18446744073709551616"),
+    (["seed=9223372036854775800", "replicas=16"], "2**63 - replicas"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan"),
+    (["optimizer.lr=0"], "optimizer.lr=0"),
+    (["init.bound=inf"], "init.bound=inf"),
+    (["init.bias=nan"], "init.bias=nan"),
+    (["init=normal", "init.std=-inf"], "init.std=-inf"),
+    (["activation=prelu", "activation.init=inf"], "activation.init=inf"),
+    (["activation=bogus"], "activation/bogus"),
+    (["+sed=3"], "sed=3"),
+    (["sed=3"], "sed"),
+    (["log_every=0"], "log_every=0"),
+    (["compile=maybe"], "compile"),
+    (["engine=fused", "activation=maxout"], "engine"),
+    (["replicas=100000000"], "GiB"),
+    (["hydra.run.dir=${oops}"], "hydra.run.dir"),
+    (["hydra.run.dir="], "hydra.run.dir"),
+    (["hydra.run.dir=" + "x" * 300], "255"),
+    (["depth=2,0,3", "--multirun"], "job 1 (depth=0)"),
+    (["activation=relu,bogus", "--multirun"], "job 1"),
+    (["experiment=depth", "steps=0", "--multirun"], "steps=0"),
+    (["optimizer=momentum", "optimizer.momentum=0.5,1.5", "--multirun"], "optimizer.momentum=1.5"),
+    (["hydra.sweep.dir=${oops}", "depth=1,2", "--multirun"], "hydra.sweep.dir"),
+]
+
+
+@pytest.mark.parametrize("args, word", BAD, ids=[" ".join(a)[:60] for a, _ in BAD])
+def test_a_bad_value_is_refused_in_one_line_and_writes_nothing(project, args, word):
+    before = snapshot(project)
+    refused(run_cli(*TINY, *args, cwd=project), word)
+    assert snapshot(project) == before  # no outputs/, no multirun.yaml, nothing changed
+
+
+def test_a_refused_config_in_the_users_own_dir_deletes_nothing(project):
+    """`hydra.run.dir=.` with a bad value used to rmtree the project and its parents."""
+    before = snapshot(project.parent)
+    refused(run_cli("depth=0", "hydra.run.dir=.", cwd=project), "depth=0")
+    assert snapshot(project.parent) == before
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("finished")
+    assert run_cli(*TINY, "hydra.run.dir=job", cwd=cwd).returncode == 0
+    (cwd / "job" / "my_notes.txt").write_text("notes beside the results\n")
+    return cwd
+
+
+@pytest.mark.parametrize("args, words", [([], ["already holds", "xorrelu.resume", "hydra.run.dir"]), (["depth=0"], ["depth=0"]),
+                                         (["activation=tanh"], ["already holds", "xorrelu.resume"])])
+def test_an_existing_run_dir_is_never_written_into(finished_run, args, words):
+    before = snapshot(finished_run)
+    refused(run_cli(*TINY, *args, "hydra.run.dir=job", cwd=finished_run), *words)
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, words", [(["depth=1,2"], ["already holds a sweep", "xorrelu.resume", "hydra.sweep.dir"]),
+                                         (["depth=1,0"], ["job 1 (depth=0)"])])
+def test_an_existing_sweep_dir_is_never_written_into(tmp_path, args, words):
+    assert run_cli(*TINY, "depth=1", "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path).returncode == 0
+    before = snapshot(tmp_path)
+    refused(run_cli(*TINY, *args, "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path), *words)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "broken_link", "file_above"])
+def test_something_in_the_way_of_the_output_dir(tmp_path, kind):
+    if kind == "file":
+        (tmp_path / "outputs").write_text("")
+    elif kind == "broken_link":
+        (tmp_path / "outputs").symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "outputs").mkdir()
+        (tmp_path / "outputs" / "runs").write_text("a file where a dir must go")
+    before = snapshot(tmp_path)
+    refused(run_cli(*TINY, cwd=tmp_path), "cannot write results")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only file system needs root")
+def test_a_read_only_file_system_is_refused_in_one_line(tmp_path):
+    target = tmp_path / "ro"
+    target.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True).returncode:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        refused(run_cli(*TINY, f"hydra.run.dir={target}/job", cwd=tmp_path), "read-only")
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_dir_is_refused_in_one_line(tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o500)
+    refused(run_cli(*TINY, f"hydra.run.dir={tmp_path}/locked/job", cwd=tmp_path), "not writable")
+
+
+def test_quotes_and_spaces_in_the_run_dir_are_kept_exactly(tmp_path):
+    name = "my run's dir, a \\ and = signs"
+    proc = run_cli(*TINY, "hydra.run.dir='my run\\'s dir, a \\ and = signs'", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / name / "metrics.csv").is_file()
+    before = snapshot(tmp_path)
+    refused(run_cli(*TINY, "hydra.run.dir='a \\${x} dir'", cwd=tmp_path), "cannot contain")
+    assert snapshot(tmp_path) == before
+
+
+# --- a job that fails does not stop the sweep -----------------------------------------------
+FAIL_DEPTH_2 = textwrap.dedent(
+    """
+    import sys
+    import xorrelu.train as t
+    real = t.train
+    def train(cfg, out_dir, checkpoint=None):
+        if cfg.depth == 2:
+            raise RuntimeError("boom at depth 2")
+        return real(cfg, out_dir, checkpoint)
+    t.train = train
+    sys.argv = ["xorrelu", *sys.argv[1:]]
+    from xorrelu.__main__ import main
+    main()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", FAIL_DEPTH_2, "depth=1,2,3", "steps=30", "replicas=2", "hydra.sweep.dir=sweep",
+                           "--multirun"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "job 1 (depth=2" in proc.stderr and "boom at depth 2" in proc.stderr and "1 of 3 jobs did not complete" in proc.stderr
+    statuses = {job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"] for job in "012"}
+    assert statuses == {"0": "completed", "1": "failed", "2": "completed"}  # the job after the failure ran too
+    summary = pd.read_csv(tmp_path / "sweep" / "plots" / "summary.csv")
+    assert sorted(summary.depth) == [1, 3]  # the sweep's plots cover the finished jobs
+
+
+# --- stop signals -----------------------------------------------------------------------------
+LONG = ["steps=6000", "replicas=4", "log_every=1", "print_every=100000", "plot=false", "hydra.run.dir=job"]
+SLOW_SAVE = textwrap.dedent(
+    """
+    import sys, time
+    import xorrelu.files as f, xorrelu.train as t
+    real = f.save_torch
+    def save_torch(path, obj):
+        time.sleep(0.6)  # a slow disk: the signals below arrive while the checkpoint is written
+        real(path, obj)
+    t.save_torch = save_torch
+    sys.argv = ["xorrelu", *sys.argv[1:]]
+    from xorrelu.__main__ import main
+    main()
+    """
+)
+
+
+def storm(cwd: Path, argv: list[str], signals_: list[int], gap: float, when: str) -> subprocess.CompletedProcess:
+    """Start xorrelu, wait for `when` ("start": at once; "training": the first step is
+    logged), then send `signals_` `gap` seconds apart."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = cwd / "job" / "xorrelu.log", time.monotonic() + 120
+    if when == "start":
+        time.sleep(0.3)
+    else:
+        while not (log.is_file() and "step       0 |" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+    for signum in signals_:
+        proc.send_signal(signum)
+        time.sleep(gap)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def assert_whole(job: Path, replicas: int = 4) -> dict:
+    """Every file of an interrupted job is whole and they agree with each other."""
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    data = (job / "metrics.csv").read_bytes()
+    assert data.endswith(b"\n")
+    rows = pd.read_csv(job / "metrics.csv")
+    assert len(rows) % replicas == 0 and rows.notna().all().all()
+    if (job / "checkpoint.pt").exists():
+        checkpoint = torch.load(job / "checkpoint.pt", weights_only=True)
+        assert checkpoint["step"] == summary["last_step"] and checkpoint["recorder"]["csv_bytes"] == len(data)
+    assert not [p for p in job.iterdir() if ".tmp" in p.name or p.name == ".xorrelu-reserve"]
+    return summary
+
+
+INT, TERM, HUP, USR2 = signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signals_, gap, code",
+    [([INT, INT], 0.05, 130), ([TERM, TERM], 0.05, 143), ([INT, TERM, HUP, USR2, INT], 0.02, 130), ([HUP, INT], 0.1, 129),
+     ([USR2, TERM, INT, HUP, TERM], 0.1, 143)],
+)
+def test_a_signal_storm_during_training_and_saving_loses_nothing(tmp_path, signals_, gap, code):
+    proc = storm(tmp_path, [sys.executable, "-c", SLOW_SAVE, *LONG], signals_, gap, "training")
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "saving..." in proc.stderr
+    summary = assert_whole(tmp_path / "job")
+    assert (tmp_path / "job" / "checkpoint.pt").exists() and 0 < summary["last_step"] < 6000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals_, code", [([INT, INT], 130), ([TERM, INT, HUP, USR2, TERM], 143), ([HUP], 129)])
+def test_a_stop_at_start_up_exits_at_once_without_a_traceback(tmp_path, signals_, code):
+    started = time.monotonic()
+    proc = storm(tmp_path, [sys.executable, "-m", "xorrelu", *LONG], signals_, 0.05, "start")
+    assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 0.3 + 0.05 * len(signals_) + 2.5
+    assert not (tmp_path / "job" / "metrics.csv").exists() or assert_whole(tmp_path / "job")
+
+
+@pytest.mark.slow
+def test_a_stop_during_compile_acts_within_two_seconds(tmp_path):
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # cold: a long compile
+    argv = [sys.executable, "-m", "xorrelu", "steps=200", "replicas=4", "engine=fused", "compile=true", "plot=false", "hydra.run.dir=job"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    summary = tmp_path / "job" / "summary.json"
+    while not summary.is_file():
+        time.sleep(0.02)
+    time.sleep(1.5)  # compiling now (it takes 15 s or more cold)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0 + 1.0  # the interpreter's own exit included
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    record = json.loads(summary.read_text())
+    assert record["status"] == "interrupted" and record["last_step"] == 0
+    assert not (tmp_path / "job" / "checkpoint.pt").exists()  # nothing was trained: nothing to resume
+    assert "run it again" in out
+
+
+# --- a full disk ------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (test_reliability covers the rest)")
+def test_a_full_disk_keeps_whole_rows_and_the_summary_says_failed(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        proc = run_cli("steps=40000", "replicas=16", "print_every=100000", "plot=false", f"hydra.run.dir={disk}/job", cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "No space left on device" in proc.stderr
+        job = disk / "job"
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "failed" and "No space left" in summary["error"]
+        data = (job / "metrics.csv").read_bytes()
+        assert data.endswith(b"\n")  # no half row
+        rows = pd.read_csv(job / "metrics.csv")
+        assert len(rows) >= 16 * 1000 and len(rows) % 16 == 0 and rows.notna().all().all()  # the chunks before the failure
+        assert not (job / ".xorrelu-reserve").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+# --- one process per job dir, and a scheduler's requeue -----------------------------------------
+def test_a_second_process_cannot_write_into_a_locked_job_dir(tmp_path):
+    from conftest import make_cfg
+
+    from xorrelu.files import JobDirBusy, locked
+    from xorrelu.train import train
+
+    (tmp_path / "job").mkdir()
+    before = snapshot(tmp_path)
+    with locked(tmp_path / "job"):
+        with pytest.raises(JobDirBusy, match="another xorrelu process"):
+            train(make_cfg(*TINY), tmp_path / "job")
+    assert snapshot(tmp_path) == before
+    train(make_cfg(*TINY), tmp_path / "job")  # the lock is gone with its holder
+    assert (tmp_path / "job" / "metrics.csv").is_file()
+
+
+REQUEUE = "import sys; from xorrelu.__main__ import _run_hydra; _run_hydra(sys.argv[1:])"  # what submitit runs: no preflight
+
+
+@pytest.mark.slow
+def test_a_requeued_scheduler_job_resumes_in_its_own_dir(tmp_path):
+    args = ["steps=3000", "replicas=2", "log_every=3", "print_every=100000", "plot=false"]
+    assert run_cli(*args, "hydra.run.dir=whole", cwd=tmp_path).returncode == 0
+    proc = storm(tmp_path, [sys.executable, "-m", "xorrelu", *args, "hydra.run.dir=job"], [signal.SIGUSR2], 0, "training")
+    assert proc.returncode == 143, proc.stderr
+    stopped = (tmp_path / "job" / "metrics.csv").read_bytes()
+
+    plain = subprocess.run([sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"], cwd=tmp_path, capture_output=True, text=True)
+    assert "already holds results" in plain.stderr and (tmp_path / "job" / "metrics.csv").read_bytes() == stopped
+
+    env = {**os.environ, "SLURM_RESTART_COUNT": "1"}
+    requeued = subprocess.run([sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert requeued.returncode == 0, requeued.stderr
+    assert (tmp_path / "job" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
