@@ -76,7 +76,7 @@ def read_summary(job_dir: Path) -> dict:
     """summary.json as a dict whose "config" is a dict and whose "status" is one train() writes."""
     path = Path(job_dir) / "summary.json"
     data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
-    damaged = f"{path} is damaged (%s); restore it, or delete it to resume from .hydra/config.yaml"
+    damaged = f"{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
     try:
         summary = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
