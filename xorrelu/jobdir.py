@@ -1,0 +1,207 @@
+"""Reading a job dir's files when they may be damaged, truncated or hostile.
+
+Every reader here is bounded in memory (sizes are checked before anything is parsed), checks
+the type of what it returns, and fails with one JobDirError whose message names the file, what
+is wrong with it and what to do instead. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import reprlib
+import typing
+import zipfile
+from enum import Enum
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from xorrelu import config as config_module
+
+# A summary.json holds the config and one short entry per replica: ~300 bytes a replica, so
+# 64 MiB is ~200,000 replicas, beyond what fits a machine. Anything larger is not ours.
+MAX_SUMMARY_BYTES = 64 * 2**20
+MAX_HYDRA_CONFIG_BYTES = 2**20  # the composed config is under 2 KiB
+STATUSES = ("running", "interrupted", "failed", "completed")  # what xorrelu.train writes
+
+
+class JobDirError(Exception):
+    """A file of a job dir that cannot be used; the message says which, why, and what to do."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short(value) -> str:
+    """repr() cut to a few dozen characters: values from a hostile file can be huge or deep."""
+    return _REPR.repr(value)
+
+
+def present(path: Path) -> bool:
+    """True for anything at `path`, a dangling symlink included (that is a damaged file, not a missing one)."""
+    return os.path.lexists(path)
+
+
+def file_size(path: Path, what: str) -> int:
+    """The size of `path`, refusing anything but a regular file (a FIFO would block the read forever)."""
+    try:
+        if not path.is_file():
+            raise JobDirError(f"{path} is not a regular file: cannot read {what} from it; restore the file or run the job again")
+        return path.stat().st_size
+    except OSError as error:
+        raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of a regular file, refused when longer than max_bytes (read at most max_bytes + 1)."""
+    size = file_size(path, what)
+    if size > max_bytes:
+        raise JobDirError(f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} can be: "
+                          f"it is not one written by xorrelu; restore the file or run the job again")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(max_bytes + 1)  # the file may have grown since stat()
+    except OSError as error:
+        raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise JobDirError(f"{path} is more than the {max_bytes / 2**20:.0f} MiB {what} can be; restore the file or run the job again")
+    return data
+
+
+def read_summary(job_dir: Path) -> dict:
+    """summary.json as a dict whose "config" is a dict and whose "status" is one train() writes."""
+    path = Path(job_dir) / "summary.json"
+    data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
+    damaged = f"{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
+    try:
+        summary = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise JobDirError(damaged % "not UTF-8 text") from None
+    except RecursionError:  # "[[[[..." deeper than Python's recursion limit
+        raise JobDirError(damaged % "JSON nested too deeply") from None
+    except ValueError as error:
+        raise JobDirError(damaged % f"not valid JSON: {error}") from None
+    if not isinstance(summary, dict):
+        raise JobDirError(damaged % f"a JSON {type(summary).__name__}, not an object")
+    if not isinstance(summary.get("config"), dict):
+        raise JobDirError(damaged % f"its config is {short(summary.get('config'))}, not an object")
+    if summary.get("status") not in STATUSES:
+        raise JobDirError(damaged % f"status {short(summary.get('status'))} is none of {', '.join(STATUSES)}")
+    return summary
+
+
+def read_hydra_config(job_dir: Path) -> dict:
+    """.hydra/config.yaml (the config Hydra composed) as a plain dict."""
+    path = Path(job_dir) / ".hydra" / "config.yaml"
+    data = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config")
+    damaged = f"{path} is damaged (%s); restore it"
+    try:
+        text = data.decode("utf-8")
+        # an alias repeats a node by reference; expanding nested ones takes exponential memory
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise JobDirError(damaged % "YAML aliases, which Hydra never writes")
+        config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    except JobDirError:
+        raise
+    except UnicodeDecodeError:
+        raise JobDirError(damaged % "not UTF-8 text") from None
+    except RecursionError:
+        raise JobDirError(damaged % "YAML nested too deeply") from None
+    except Exception as error:  # noqa: BLE001 — yaml and omegaconf raise many types for bad text
+        raise JobDirError(damaged % f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    if not isinstance(config, dict):
+        raise JobDirError(damaged % f"a YAML {type(config).__name__}, not a mapping")
+    return config
+
+
+def _type_ok(value, hint) -> bool:
+    if hint is bool:
+        return type(value) is bool
+    if hint is int:
+        return type(value) is int  # a bool is an int to Python, not to a config
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is str:
+        return type(value) is str
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return type(value) is str and value in {member.value for member in hint}
+    return value is None or type(value) in (bool, int, float, str)  # Any (compile): validate() checks its values
+
+
+def _group_fields(base: type) -> dict:
+    """Field name -> type over `base` and every group option's schema that extends it."""
+    fields = {}
+    for schema in vars(config_module).values():
+        if isinstance(schema, type) and dataclasses.is_dataclass(schema) and issubclass(schema, base):
+            fields.update(typing.get_type_hints(schema))
+    return fields
+
+
+def check_config(config, source: str) -> None:
+    """A config as train() reads it: exactly the keys of xorrelu.config.Config, each of its type,
+    every group a mapping of known keys. The ranges are xorrelu.config.validate's to check; this
+    makes sure it and train() can read every value without a TypeError."""
+    fix = "restore the file or run the job again"
+    if not isinstance(config, dict):
+        raise JobDirError(f"{source}: the config is {short(config)}, not a mapping; {fix}")
+    hints = typing.get_type_hints(config_module.Config)
+    missing, unknown = sorted(set(hints) - set(config)), sorted(map(str, set(config) - set(hints)))
+    if missing or unknown:
+        what = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}", unknown and f"unknown {short(', '.join(unknown))}"]))
+        raise JobDirError(f"{source}: the config is not an xorrelu config ({what}); {fix}")
+    for key, hint in hints.items():
+        value = config[key]
+        if dataclasses.is_dataclass(hint):  # a group: activation, init, optimizer, dataset
+            fields = _group_fields(hint)
+            if not isinstance(value, dict) or type(value.get("name")) is not str:
+                raise JobDirError(f"{source}: config {key} is {short(value)}, not a mapping with a name; {fix}")
+            for name, item in value.items():
+                if name not in fields or not _type_ok(item, fields[name]):
+                    raise JobDirError(f"{source}: config {key}.{short(name)}={short(item)} is not an xorrelu config value; {fix}")
+        elif not _type_ok(value, hint):
+            raise JobDirError(f"{source}: config {key}={short(value)} has the wrong type; {fix}")
+
+
+def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoint") -> object:
+    """torch.load a file written by torch.save (a zip archive), refusing before loading when the
+    file, or what its members declare they inflate to, is larger than max_bytes, or when a member
+    fails its CRC. Tensors land on the CPU; weights_only, so a pickle can never run code."""
+    import torch
+
+    path = Path(path)
+    size = file_size(path, what)
+    if size > max_bytes:
+        raise JobDirError(f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} "
+                          f"of this config can be: it is not this job's; restore the file or run the job again")
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4)
+            file.seek(0)
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    members = archive.infolist()
+                    declared = sum(member.file_size for member in members)
+                    if declared > max_bytes:
+                        raise JobDirError(
+                            f"{path} declares {declared / 2**20:.0f} MiB of content, more than the {max_bytes / 2**20:.0f} MiB "
+                            f"{what} of this config can hold: refused unread (damaged, or not this job's); restore the file or run the job again")
+                    # torch does not check CRCs: a flipped bit would load as a wrong weight
+                    bad = archive.testzip()
+                    if bad is not None:
+                        raise JobDirError(f"{path} is damaged (its member {short(bad)} fails its checksum); restore the file or run the job again")
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as error:
+                if start == b"PK\x03\x04":  # it began as a zip archive but its end (the central directory) is unreadable
+                    raise JobDirError(f"{path} is damaged (truncated: its zip archive ends early or is corrupt: {error}); "
+                                      f"restore the file or run the job again") from None
+                raise JobDirError(f"{path} is not {what} (not a zip archive as torch.save writes); restore the file or run the job again") from None
+    except OSError as error:
+        raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
+    except Exception as error:  # noqa: BLE001 — any failure of the loader on a hostile file is a refusal
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise JobDirError(f"{path} is not {what} (refused: {first[:200]})") from None
