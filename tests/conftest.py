@@ -44,16 +44,23 @@ def train_run(tmp_path):
     return run
 
 
+
 def snapshot(root: Path) -> dict:
-    """{relative path: bytes} of every file below `root` (links as their targets' names)."""
+    """{relative path: bytes, "dir", the target of a link, or a special file's mode} for
+    everything below `root`: refused input must leave it equal."""
     import os
 
-    files = {}
-    for path in sorted(Path(root).rglob("*")):
-        if path.is_symlink():
-            files[str(path.relative_to(root))] = "-> " + os.readlink(path)
-        elif path.is_file():
-            files[str(path.relative_to(root))] = path.read_bytes()
-        elif path.is_dir():
-            files[str(path.relative_to(root)) + "/"] = None
-    return files
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                found[rel] = "dir"
+            elif path.is_file():
+                found[rel] = path.read_bytes()
+            else:
+                found[rel] = ("special", path.stat().st_mode)
+    return found

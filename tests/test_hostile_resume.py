@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, make_cfg
+from conftest import ROOT, make_cfg, snapshot
 from omegaconf import OmegaConf
 
 from xorrelu import resume
@@ -45,24 +45,6 @@ def job(pristine, tmp_path):
         return Path(shutil.copytree(pristine / kind, tmp_path / name, symlinks=True))
 
     return copy
-
-
-def snapshot(root: Path) -> dict:
-    """{relative path: bytes, "dir" or the target of a symlink} for everything below root."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                found[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                found[rel] = "dir"
-            elif path.is_file():
-                found[rel] = path.read_bytes()
-            else:
-                found[rel] = ("special", path.stat().st_mode)
-    return found
 
 
 @contextmanager
@@ -296,7 +278,7 @@ CASES = [
     pytest.param("adam", in_summary(lambda s: s["config"].update(evil=1)), EXTEND, ("unknown 'evil'",), id="summary-config-unknown-key"),
     pytest.param("adam", in_summary(lambda s: s["config"].pop("width")), EXTEND, ("missing width",), id="summary-config-missing-key"),
     pytest.param("adam", in_summary(lambda s: s["config"].update(seed=-1)), EXTEND, ("seed=-1 is not allowed",), id="summary-config-seed-negative"),
-    pytest.param("adam", in_summary(lambda s: s["config"].update(seed=2**70)), EXTEND, ("cannot build its model",), id="summary-config-seed-beyond-64-bits"),
+    pytest.param("adam", in_summary(lambda s: s["config"].update(seed=2**70)), EXTEND, ("seed=1180591620717411303424 is not allowed",), id="summary-config-seed-beyond-64-bits"),
     pytest.param("adam", write("summary.json", b'{"status": "interrupted", "config": {"optimizer": {"lr": NaN}}}'), (), ("missing activation",), id="summary-config-partial"),
     pytest.param("adam", in_summary(lambda s: s["config"]["optimizer"].update(lr=float("nan"))), EXTEND, ("optimizer.lr=nan is not allowed",), id="summary-config-lr-nan"),
     pytest.param("adam", in_summary(interrupted_at(30)), (), ("at step 40, past the 30 steps", "summary.json", "--steps 40"), id="summary-steps-behind-checkpoint"),
@@ -440,3 +422,22 @@ def test_a_zip_bomb_checkpoint_is_refused_before_it_is_inflated(job, tmp_path):
     assert code == 2 and "declares 300 MiB" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert grown_mib < 100, f"resume grew by {grown_mib} MiB on a zip bomb"
     assert snapshot(path) == before
+
+
+@pytest.mark.slow
+def test_two_resumes_of_one_job_at_once_one_is_refused(job, tmp_path):
+    """The first holds the job dir's lock while it trains; the second says so in one line."""
+    path = job("sgd")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "xorrelu.resume", str(path), "--steps", "30000"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = path / "xorrelu.log"
+    while "resuming" not in (log.read_text() if log.is_file() else ""):
+        assert first.poll() is None, first.communicate()
+    second = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert second.returncode == 2 and "another xorrelu process is writing into" in second.stderr, second.stderr
+    assert len(second.stderr.splitlines()) == 1
+    assert first.returncode == 143, err
+    assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"

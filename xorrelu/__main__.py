@@ -29,6 +29,7 @@ def task(cfg) -> None:
 
     from xorrelu.config import ConfigError, validate
     from xorrelu.files import JobDirBusy
+    from xorrelu.jobdir import JobDirError
     from xorrelu.train import train
 
     hydra_cfg = HydraConfig.get()
@@ -42,16 +43,20 @@ def task(cfg) -> None:
             import torch
 
             torch.set_num_threads(threads)
-        checkpoint = _requeued_checkpoint(out_dir)
-        if checkpoint is None and _holds_results(out_dir):
+        if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
+            from xorrelu.resume import resume_job
+
+            resume_job(out_dir)
+        elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
             raise JobDirBusy(f"{out_dir} already holds results; resume it with: python -m xorrelu.resume {out_dir}")
-        train(cfg, out_dir, checkpoint=checkpoint)
+        else:
+            train(cfg, out_dir)
     except signals.Interrupted as stop:
         if not (out_dir / "summary.json").exists():  # stopped before training began
             _write_summary(cfg, out_dir, {"status": "interrupted", "error": str(stop)})
         raise  # stops the whole sweep; train() saved the running job
     except Exception as error:  # noqa: BLE001 — a failed job is reported; the sweep goes on
-        reason = str(error) if isinstance(error, (ConfigError, JobDirBusy)) else f"{type(error).__name__}: {error}"
+        reason = str(error) if isinstance(error, (ConfigError, JobDirBusy, JobDirError)) else f"{type(error).__name__}: {error}"
         print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr)
         _failures.append(f"{name}: {reason}")
         if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
@@ -95,14 +100,9 @@ def _holds_results(job_dir: Path) -> bool:
     return any((job_dir / name).exists() for name in RESULT_FILES)
 
 
-def _requeued_checkpoint(out_dir: Path) -> dict | None:
-    """A scheduler's requeue of this very job (SLURM after preemption) resumes from the
-    checkpoint it left in its own dir; nothing else ever runs into a dir with results."""
-    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not (out_dir / "checkpoint.pt").is_file():
-        return None
-    from xorrelu.resume import load_checkpoint
-
-    return load_checkpoint(out_dir)
+def _requeued(out_dir: Path) -> bool:
+    """SLURM counts a job's requeues; a requeued job finds its own checkpoint in its dir."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") and (out_dir / "checkpoint.pt").is_file()
 
 
 def _run_hydra(argv: list[str]) -> None:

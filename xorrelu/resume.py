@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from xorrelu import fused
+from xorrelu import fused, signals
 from xorrelu.callbacks import plot_safely
 from xorrelu.config import ConfigError, validate
 from xorrelu.data import make_dataset
+from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import JobDirError, check_config, file_size, load_torch_file, present, read_hydra_config, read_summary, short
 from xorrelu.metrics import columns
 from xorrelu.model import build_model
@@ -334,6 +336,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
             failed += 1
         except Interrupted as stop:
             return stop.exit_code
+        except JobDirBusy as error:  # another process resumes or runs it right now
+            _error(str(error))
+            failed += 1
         except OSError as error:
             _error(f"cannot write the results in {job}: {error}")
             failed += 1
@@ -354,14 +359,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a bad argument: argparse has said why
         return exit_.code if isinstance(exit_.code, int) else 2
     logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
-    try:
-        return _resume_all(Path(args.path), args.steps)
-    except KeyboardInterrupt:  # before training started, or after it ended: train() saves what it has
-        _error("interrupted (SIGINT); a job that was training has its checkpoint: run this again to go on")
-        return 130
-    except SystemExit as exit_:
-        _error(f"stopped (exit {exit_.code!r})")
-        return exit_.code if isinstance(exit_.code, int) else 1
+    with signals.installed():  # SIGINT, SIGTERM, SIGHUP, SIGUSR2: stop cleanly (xorrelu.signals)
+        try:
+            code = _resume_all(Path(args.path), args.steps)
+        except KeyboardInterrupt:  # before training started, or after it ended: train() saves what it has
+            code = None
+        except SystemExit as exit_:
+            _error(f"stopped (exit {exit_.code!r})")
+            return exit_.code if isinstance(exit_.code, int) else 1
+        stop = signals.requested()
+    if stop is not None or code is None:
+        interrupted = signals.Interrupted(stop or signal.SIGINT)
+        _error(f"{interrupted}; a job that was training has its checkpoint: run this again to go on")
+        return interrupted.exit_code
+    return code
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     into out_dir. With `checkpoint` (xorrelu.resume), continue from it in the same files.
     One process at a time writes into a job dir (xorrelu.files.locked)."""
     out_dir = Path(out_dir)
+    if checkpoint and not 0 <= checkpoint["step"] <= cfg.steps:  # xorrelu.resume checks this first
+        raise ValueError(f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: resuming would cut metrics.csv and run no step")
     out_dir.mkdir(parents=True, exist_ok=True)
     with signals.installed(), locked(out_dir):
         reserve = Reserve(out_dir)
