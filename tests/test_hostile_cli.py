@@ -346,3 +346,53 @@ def test_a_requeued_scheduler_job_resumes_in_its_own_dir(tmp_path):
     requeued = subprocess.run([sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert requeued.returncode == 0, requeued.stderr
     assert (tmp_path / "job" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+
+
+# --- Hydra's own flags ------------------------------------------------------------------------
+def test_a_bad_flag_or_a_flag_clash_is_one_short_refusal(tmp_path):
+    bad_flag = run_cli("--bogus", cwd=tmp_path)
+    assert bad_flag.returncode == 2 and "Traceback" not in bad_flag.stderr
+    assert bad_flag.stderr.count("unrecognized arguments: --bogus") == 1  # said once
+    refused(run_cli("depth=1,2", "--multirun", "--cfg", "hydra", cwd=tmp_path), "Only one of")
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_into_a_closed_pipe_prints_no_traceback(tmp_path):
+    proc = subprocess.run(f"{sys.executable} -m xorrelu --help | head -1", shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert "xorrelu" in proc.stdout and "Traceback" not in proc.stderr and "Broken pipe" not in proc.stderr
+
+
+# --- SIGKILL, and a stop in the middle of a sweep ----------------------------------------------
+@pytest.mark.slow
+def test_sigkill_keeps_whole_rows_and_says_the_job_died_running(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", "steps=200000", "replicas=4", "print_every=100000", "plot=false",
+                             "hydra.run.dir=job"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "job" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.stat().st_size > 10_000) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first timed flush (every 5 s)
+    proc.kill()
+    proc.wait()
+    data = metrics.read_bytes()
+    assert data.endswith(b"\n") and len(pd.read_csv(metrics)) % 4 == 0
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["status"] == "running"
+    assert not (tmp_path / "job" / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
+    args = ["steps=4000", "replicas=2", "print_every=100000", "plot=false", "activation=relu,tanh,sigmoid", "hydra.sweep.dir=sweep"]
+    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", *args, "--multirun"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "sweep" / "1" / "xorrelu.log"
+    while not (log.is_file() and "step       0 |" in log.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    status = lambda job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"]  # noqa: E731
+    assert status("0") == "completed" and status("1") == "interrupted" and not (tmp_path / "sweep" / "2").exists()
+    resumed = subprocess.run([sys.executable, "-m", "xorrelu.resume", "sweep"], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert status("1") == "completed"

@@ -21,6 +21,7 @@ _CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
 
 _failures: list[str] = []  # jobs of this process that failed, one line each
+_started = False  # Hydra handed a job to `task`
 
 
 def task(cfg) -> None:
@@ -32,6 +33,8 @@ def task(cfg) -> None:
     from xorrelu.jobdir import JobDirError
     from xorrelu.train import train
 
+    global _started
+    _started = True
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
@@ -126,9 +129,14 @@ def run(argv: list[str]) -> int:
         return 2
     try:
         _run_hydra(plan.argv)
-    except SystemExit as exit_:
+    except SystemExit as exit_:  # Hydra has printed why
         if exit_.code not in (0, None):
-            return 2 if plan.jobs == 0 else int(exit_.code) if isinstance(exit_.code, int) else 1
+            return 1 if _started else 2
+    except BrokenPipeError:
+        raise
+    except Exception as error:  # noqa: BLE001 — Hydra's own refusals (e.g. --multirun with --cfg)
+        print(f"xorrelu: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1 if _started else 2
     if plan.sweep_dir is not None:
         _failures[:] = plan.unfinished_jobs() or []
     if _failures and plan.sweep_dir is not None:
@@ -143,6 +151,9 @@ def main() -> None:
     signals.install()  # from here on a stop signal never prints a traceback
     try:
         code = run(sys.argv[1:])
+    except BrokenPipeError:  # `xorrelu --help | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     except BaseException:
         if signals.requested() is None:
             raise  # a bug: its traceback is the report

@@ -10,7 +10,9 @@ nothing: Hydra makes the job dir, opens the log and writes `.hydra/*.yaml` befor
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import os
 import re
@@ -56,8 +58,9 @@ def check(argv: list[str], config_path: str) -> Plan:
     from hydra._internal.utils import get_args_parser
 
     try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:  # argparse said what is wrong; let Hydra say it the same way again
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
+    except SystemExit:  # a bad flag: Hydra says what is wrong, once
         return Plan(argv, 0)
     if any(getattr(args, flag, None) for flag in INFORMATIONAL) or args.config_dir or args.config_path or args.config_name:
         return Plan(argv, 0)  # prints something, or a config from elsewhere: Hydra checks it itself
