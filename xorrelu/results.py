@@ -15,13 +15,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
 from xorrelu.diagnosis import CAUSES
+from xorrelu.init import INITIALIZERS
 from xorrelu.metrics import solved as is_solved
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ def _walk(root: Path, seen: set) -> list[Path]:
         directory = plain.pop() if plain else linked.pop(0)
         try:
             info = directory.stat()
-            entries = list(os.scandir(directory))
+            entries = sorted(os.scandir(directory), key=lambda e: _natural(Path(e.name)))  # first link found wins: make it stable
         except OSError as error:  # a dangling link, a dir that vanished, no permission
             if directory == root:
                 raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
@@ -128,8 +131,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
     frame = frame.astype({"step": "int64", "seed": "int64"})
     repeated = frame.duplicated(["step", "seed"])
     if repeated.any():
-        row = frame[repeated].iloc[0]
-        raise ResultsError(f"{path} holds {int(repeated.sum())} repeated rows (first: step {row.step}, seed {row.seed}): "
+        step, seed = frame.loc[repeated, ["step", "seed"]].iloc[0]
+        raise ResultsError(f"{path} holds {int(repeated.sum())} repeated rows (first: step {step}, seed {seed}): "
                            "it is not one run's log; keep one copy of each row")
     return frame
 
@@ -156,7 +159,8 @@ def _numbers(column: pd.Series, path: Path) -> pd.Series:
     bad = (values.isna() & column.notna()) | column.map(lambda v: isinstance(v, bool))
     if bad.any():
         i = int(bad.to_numpy().argmax())
-        raise ResultsError(f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; the file is damaged")
+        raise ResultsError(f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
+                          "the file is damaged: run the job again")
     return values
 
 
@@ -177,7 +181,8 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         bad = ~ok(frame[column])
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise ResultsError(f"{path} row {i + 1}: {column} is {frame[column].iloc[i]!r}, not {allowed}; the file is damaged")
+            raise ResultsError(f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
+                              "the file is damaged: run the job again")
 
 
 def read_summary(job_dir: Path) -> dict | None:
@@ -185,34 +190,41 @@ def read_summary(job_dir: Path) -> dict | None:
     path = Path(job_dir) / "summary.json"
     if not path.is_file():
         return None
-    not_ours = f"{path} is not a summary written by xorrelu"
+    summary, problem = _parse_summary(path.read_bytes())
+    if problem:
+        raise ResultsError(f"{path} is not a summary written by xorrelu: {problem}; restore it or run the job again")
+    return summary
+
+
+def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
+    """(summary, None), or (None, what is wrong with it)."""
     try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
+        summary = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ResultsError(f"{not_ours}: it is not UTF-8 text") from None
+        return None, "it is not UTF-8 text"
     except ValueError as error:
-        raise ResultsError(f"{not_ours}: not JSON ({_one_line(error)})") from None
+        return None, f"not JSON ({_one_line(error)})"
     except RecursionError:
-        raise ResultsError(f"{not_ours}: JSON nested too deeply") from None
+        return None, "JSON nested too deeply"
     if not isinstance(summary, dict):
-        raise ResultsError(f"{not_ours}: a JSON {_json_type(summary)}, not an object")
+        return None, f"it holds {_json_type(summary)}, not an object"
     if not isinstance(summary.get("config"), dict):
-        raise ResultsError(f"{not_ours}: its config is {_json_type(summary.get('config'))}, not an object")
+        return None, f"its config is {_json_type(summary.get('config'))}, not an object"
     if summary.get("status") is not None and summary["status"] not in STATUSES:
-        raise ResultsError(f"{not_ours}: its status is {_short(summary['status'])}, not one of {', '.join(STATUSES)}")
+        return None, f"its status is {_short(summary['status'])}, not one of {', '.join(STATUSES)}"
     if summary.get("error") is not None and not isinstance(summary["error"], str):
-        raise ResultsError(f"{not_ours}: its error is {_json_type(summary['error'])}, not text")
+        return None, f"its error is {_json_type(summary['error'])}, not text"
     replicas = summary.get("replicas", [])
     if not isinstance(replicas, list):
-        raise ResultsError(f"{not_ours}: its replicas is {_json_type(replicas)}, not a list")
+        return None, f"its replicas is {_json_type(replicas)}, not a list"
     for i, replica in enumerate(replicas):
         if not isinstance(replica, dict):
-            raise ResultsError(f"{not_ours}: replicas[{i}] is {_json_type(replica)}, not an object")
+            return None, f"replicas[{i}] is {_json_type(replica)}, not an object"
         if not _is_int(replica.get("seed"), 0, MAX_WHOLE):
-            raise ResultsError(f"{not_ours}: replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0")
+            return None, f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0"
         if replica.get("cause") is not None and replica["cause"] not in CAUSES:
-            raise ResultsError(f"{not_ours}: replicas[{i}].cause is {_short(replica['cause'])}, not one of {', '.join(CAUSES)} or null")
-    return summary
+            return None, f"replicas[{i}].cause is {_short(replica['cause'])}, not one of {', '.join(CAUSES)} or null"
+    return summary, None
 
 
 def read_config(job_dir: Path, summary: dict | None = None) -> dict:
@@ -262,9 +274,10 @@ def flatten_config(config: dict, source: Path) -> dict:
                 flat[name] = value
             else:
                 raise ResultsError(f"{source}: config key {name} holds {_json_type(value)}, not a single value")
-    name, bits = flat.get("dataset.name"), flat.get("dataset.bits")
-    if name is not None and name not in DATASETS:
-        raise ResultsError(f"{source}: dataset.name is {_short(name)}, not one of {', '.join(DATASETS)}")
+    for key, registry in (("dataset.name", DATASETS), ("activation.name", ACTIVATIONS), ("init.name", INITIALIZERS)):
+        if flat.get(key) is not None and flat[key] not in registry:  # the plotter rebuilds nets from these
+            raise ResultsError(f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}")
+    bits = flat.get("dataset.bits")
     if bits is not None and not _is_int(bits, 1, 16):
         raise ResultsError(f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16")
     return flat
@@ -432,6 +445,8 @@ def _json_type(value) -> str:
 
 def _short(value, limit: int = 40) -> str:
     """A value for a message: repr, one line, cut to `limit` characters."""
+    if isinstance(value, np.generic):  # np.True_ -> True
+        value = value.item()
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
