@@ -115,7 +115,7 @@ def collect(paths: list[str | Path]) -> Results:
     summary = group_summary(replicas, columns)
     configs = [j.config for j in jobs]
     not_completed = [(str(j.path), _why_not_completed(j)) for j in jobs if j.status != "completed"]
-    not_completed += [(str(s.path), f"skipped, not plotted: {s.reason}") for s in skipped]
+    not_completed += [(str(s.path), "skipped, not plotted: " + s.reason.replace(f"{s.path}/", "")) for s in skipped]  # path once
     return Results(metrics, replicas, summary, columns, configs, groups, fixed_description(configs), not_completed)
 
 
@@ -150,14 +150,16 @@ def _per_step(results: Results, group: str, column: str) -> pd.DataFrame:
 def plot_cost(results: Results, ax=None):
     """Cost vs step: median over replicas, interquartile band, faint replicas when <= 50."""
     ax = _axes(ax)
+    drawable = False  # any positive, finite cost: when every replica diverged, a log axis has nothing to show
     for group in results.groups:
         table, color = _per_step(results, group, "cost"), results.color(group)
+        drawable |= bool(((table.values > 0) & np.isfinite(table.values)).any())
         if table.shape[1] <= 50:
             ax.plot(table.index, table.values, color=color, alpha=0.15, linewidth=0.6)
         q25, median, q75 = (table.quantile(q, axis=1) for q in (0.25, 0.5, 0.75))
         ax.fill_between(table.index, q25, q75, color=color, alpha=0.25, linewidth=0)
         ax.plot(table.index, median, color=color, linewidth=2, label=f"{group} (median, IQR)")
-    ax.set(yscale="log", xlabel="step", ylabel="cost (binary cross-entropy)", title="Cost")
+    ax.set(yscale="log" if drawable else "linear", xlabel="step", ylabel="cost (binary cross-entropy)", title="Cost")
     ax.legend(fontsize="small")
     return ax
 
@@ -191,7 +193,8 @@ def plot_grad_norms(results: Results, group: str, ax=None):
         ax.plot(median.index, median, color=cmap(i / max(1, len(columns) - 1)), linewidth=1.2,
                 label=label if i in (0, len(columns) - 1) else None)
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (median over replicas)", title=group)
-    ax.legend(fontsize="small")
+    if columns:  # none when every replica diverged at step 0
+        ax.legend(fontsize="small")
     return ax
 
 
