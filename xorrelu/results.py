@@ -86,15 +86,15 @@ def _walk(root: Path, seen: set) -> list[Path]:
         directory = plain.pop() if plain else linked.pop(0)
         try:
             info = directory.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(directory), key=lambda e: _natural(Path(e.name)))  # first link found wins: make it stable
-        except OSError as error:  # a dangling link, a dir that vanished, no permission
+        except OSError as error:  # a dir that vanished, no permission
             if directory == root:
                 raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
             log.warning("not looking inside %s: %s", directory, error.strerror or error)
             continue
-        if (info.st_dev, info.st_ino) in seen:
-            continue
-        seen.add((info.st_dev, info.st_ino))
         found.append(directory)
         for entry in entries:
             try:
@@ -119,7 +119,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError, OverflowError) as error:  # pandas' ParserError is a ValueError
         raise ResultsError(f"{path} is not a metrics CSV: {_one_line(error)}") from None
     if not complete:
-        frame = frame.iloc[:-1]
+        frame = frame.iloc[:-1].copy()  # a copy: its columns are replaced below (pandas 2 would warn)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
