@@ -15,13 +15,21 @@ log = logging.getLogger("xorrelu.plot")
 
 
 def plot_safely(run_dir: Path) -> None:
+    """write_report for a run or sweep that just ended. Any failure is one logged line; Ctrl-C is
+    one line too and then raised again, so the caller still exits 130 (the plotter writes every
+    file whole or not at all, so nothing is left half-written)."""
     try:
         from xorrelu.plot import write_report
 
         out = write_report([run_dir])
         log.info("plots and summary: %s", out)
+    except KeyboardInterrupt:
+        log.warning("plotting interrupted (training results are saved; plots written so far are whole); draw them again with: "
+                    "xorrelu-plot %s", run_dir)
+        raise
     except Exception as error:  # noqa: BLE001 — plots are a bonus; training results are already safe
-        log.error("plotting failed (training results are intact): %s: %s", type(error).__name__, error)
+        message = " ".join(str(error).splitlines())
+        log.error("plotting failed (training results are intact): %s: %s", type(error).__name__, message)
 
 
 class AutoPlot(Callback):

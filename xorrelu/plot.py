@@ -10,29 +10,58 @@ summary.md into <first PATH>/plots/. Every plot function takes `ax=None` and ret
 
 from __future__ import annotations
 
-import argparse
-import base64
-import html
-import logging
-import math
-import pickle
-import re
+import os
+import signal
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from matplotlib.figure import Figure
-from omegaconf import OmegaConf
+INTERRUPTED = "xorrelu-plot: interrupted; plots written so far are whole"
 
-from xorrelu.data import dataset_shape, make_dataset
-from xorrelu.diagnosis import PLATEAU_COSTS
-from xorrelu.metrics import forward, solved
-from xorrelu.model import load_model
-from xorrelu.results import ResultsError, column_name, fixed_description, job_outcomes, load_jobs, varying_keys
-from xorrelu.stats import group_summary, markdown_table, table_rows
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C while the imports below load (seconds: torch, matplotlib): one line, not a
+    traceback. Nothing has been written yet, so there is nothing to clean up."""
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+if __name__ == "__main__":  # only as a program: a library import must not touch the caller's signals
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import html  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import pickle  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import struct  # noqa: E402
+import zipfile  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
+from xorrelu.diagnosis import PLATEAU_COSTS  # noqa: E402
+from xorrelu.metrics import forward, solved  # noqa: E402
+from xorrelu.model import build_model  # noqa: E402
+from xorrelu.results import (  # noqa: E402
+    ResultsError,
+    column_name,
+    fixed_description,
+    job_outcomes,
+    nested_config,
+    usable_jobs,
+    varying_keys,
+)
+from xorrelu.stats import group_summary, markdown_table, table_rows  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +74,15 @@ MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
 CAUSE_COLORS = {"solved": "#009E73", "diverged": "#000000", "dead": "#D55E00", "vanished": "#0072B2",
                 "plateau": "#E69F00", "slow": "#56B4E9", "other": "#CC79A7", "unknown": "#999999"}
 MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
+# weights.pt is a zip archive (torch.save). A hostile one can declare members that inflate to far
+# more than the file holds (a zip bomb), and torch.load would allocate all of it. torch.save
+# stores tensors uncompressed, so a real weights.pt declares about its own size: refuse, before
+# torch.load reads anything, an archive that declares more than MAX_INFLATE_RATIO times the file
+# size AND more than MAX_INFLATE_FLOOR in all (small files pass whatever their ratio).
+MAX_INFLATE_RATIO = 64
+MAX_INFLATE_FLOOR = 256 * 2**20
+MANIFEST = ".xorrelu-plot-files"  # what this plotter wrote into an out dir: the only files it may replace there
+MAX_NAME = 100  # characters of a group label in a file name
 
 
 @dataclass
@@ -56,13 +94,14 @@ class Results:
     configs: list[dict]  # each job's flat config
     groups: list[str]  # group labels in sweep order
     title: str  # what all jobs share
+    not_completed: list = field(default_factory=list)  # (job dir, why): failed, interrupted, running or skipped jobs
 
     def color(self, group: str) -> str:
         return OKABE_ITO[self.groups.index(group) % len(OKABE_ITO)]
 
 
 def collect(paths: list[str | Path]) -> Results:
-    jobs = load_jobs(paths)
+    jobs, skipped = usable_jobs(paths)
     keys = varying_keys([j.config for j in jobs])
     columns = [column_name(k) for k in keys]
     metrics, replicas = [], []
@@ -75,7 +114,19 @@ def collect(paths: list[str | Path]) -> Results:
     groups = list(dict.fromkeys(replicas.group))
     summary = group_summary(replicas, columns)
     configs = [j.config for j in jobs]
-    return Results(metrics, replicas, summary, columns, configs, groups, fixed_description(configs))
+    not_completed = [(str(j.path), _why_not_completed(j)) for j in jobs if j.status != "completed"]
+    not_completed += [(str(s.path), "skipped, not plotted: " + s.reason.replace(f"{s.path}/", "")) for s in skipped]  # path once
+    return Results(metrics, replicas, summary, columns, configs, groups, fixed_description(configs), not_completed)
+
+
+def _why_not_completed(job) -> str:
+    """A job that is plotted but did not finish, as the report lists it."""
+    error = f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
+    return {
+        "running": "status running: killed (SIGKILL, power loss) or still running; plotted up to its last flushed row",
+        "interrupted": f"interrupted{error}; go on with: xorrelu-resume {job.path}",
+        "failed": f"failed{error}; plotted up to its last complete row",
+    }.get(job.status, "no status: summary.json is missing or does not say whether it completed")
 
 
 def _axes(ax):
@@ -99,14 +150,16 @@ def _per_step(results: Results, group: str, column: str) -> pd.DataFrame:
 def plot_cost(results: Results, ax=None):
     """Cost vs step: median over replicas, interquartile band, faint replicas when <= 50."""
     ax = _axes(ax)
+    drawable = False  # any positive, finite cost: when every replica diverged, a log axis has nothing to show
     for group in results.groups:
         table, color = _per_step(results, group, "cost"), results.color(group)
+        drawable |= bool(((table.values > 0) & np.isfinite(table.values)).any())
         if table.shape[1] <= 50:
             ax.plot(table.index, table.values, color=color, alpha=0.15, linewidth=0.6)
         q25, median, q75 = (table.quantile(q, axis=1) for q in (0.25, 0.5, 0.75))
         ax.fill_between(table.index, q25, q75, color=color, alpha=0.25, linewidth=0)
         ax.plot(table.index, median, color=color, linewidth=2, label=f"{group} (median, IQR)")
-    ax.set(yscale="log", xlabel="step", ylabel="cost (binary cross-entropy)", title="Cost")
+    ax.set(yscale="log" if drawable else "linear", xlabel="step", ylabel="cost (binary cross-entropy)", title="Cost")
     ax.legend(fontsize="small")
     return ax
 
@@ -140,7 +193,8 @@ def plot_grad_norms(results: Results, group: str, ax=None):
         ax.plot(median.index, median, color=cmap(i / max(1, len(columns) - 1)), linewidth=1.2,
                 label=label if i in (0, len(columns) - 1) else None)
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (median over replicas)", title=group)
-    ax.legend(fontsize="small")
+    if columns:  # none when every replica diverged at step 0
+        ax.legend(fontsize="small")
     return ax
 
 
@@ -219,16 +273,61 @@ _MODELS: dict = {}
 
 
 def _load_model(job: str, which: str):
+    """(batched model, seeds) of a job's weights.pt; ResultsError (one line) for a file that is not one."""
     key = (job, which)
     if key not in _MODELS:
         if len(_MODELS) > 8:
             _MODELS.clear()
-        try:  # weights_only: a pickle payload is refused, never run
-            seeds = torch.load(Path(job) / "weights.pt", weights_only=True, map_location="cpu")["seeds"]
-            _MODELS[key] = (load_model(job, which), list(seeds))
-        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ResultsError(f"{Path(job) / 'weights.pt'} is not a weights file written by xorrelu ({str(error).splitlines()[0][:120]})") from None
+        path = Path(job) / "weights.pt"
+        try:
+            _check_archive(path)
+            state = torch.load(path, weights_only=True, map_location="cpu")  # weights_only: a pickle payload is refused, never run
+            seeds = state["seeds"]
+            if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+                raise ValueError("its seeds are not a list of whole numbers")
+            cfg = OmegaConf.create(nested_config(Path(job))[0])
+            _check_fits(cfg, state[which], len(seeds))
+            model = build_model(cfg, dataset_shape(cfg.dataset)[1])
+            model.load_state_dict(state[which])
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+                OmegaConfBaseException) as error:
+            raise ResultsError(f"{path} is not a weights file written by xorrelu ({str(error).strip().splitlines()[0][:160]})") from None
+        _MODELS[key] = (model, seeds)
     return _MODELS[key]
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a weights.pt that is not a whole zip archive, or that declares more uncompressed
+    bytes than the bound above (MAX_INFLATE_RATIO, MAX_INFLATE_FLOOR), before anything inflates."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, struct.error) as error:
+        raise ValueError(f"not a whole zip archive: truncated? {error}") from None
+    if declared > max(MAX_INFLATE_RATIO * size, MAX_INFLATE_FLOOR):
+        raise ValueError(f"its zip archive declares {declared / 2**20:.0f} MiB uncompressed in a {size / 2**20:.2f} MiB file; "
+                         "refused before loading")
+
+
+def _check_fits(cfg, tensors: dict, replicas: int) -> None:
+    """The net the job's config describes must fit in the tensors weights.pt holds, so that
+    building it allocates no more than the (bounded) file: a hostile config cannot ask for
+    a billion replicas."""
+    depth, width = cfg.depth, cfg.width
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (depth, width)):
+        raise ValueError(f"the job's config has depth {depth!r} and width {width!r}, not whole numbers >= 1")
+    if cfg.replicas != replicas:
+        raise ValueError(f"it holds {replicas} replicas, the job's config says {cfg.replicas!r}")
+    pieces = cfg.activation.get("pieces", 1) if cfg.activation.get("name") == "maxout" else 1
+    if not isinstance(pieces, int) or isinstance(pieces, bool) or pieces < 1:
+        raise ValueError(f"the job's config has activation.pieces {pieces!r}, not a whole number >= 1")
+    inputs = dataset_shape(cfg.dataset)[1]
+    units = width * pieces
+    needed = replicas * ((inputs + 1) * units + (depth - 1) * (width + 1) * units + width + 1)
+    stored = sum(tensor.numel() for tensor in tensors.values())
+    if needed > stored:
+        raise ValueError(f"its {stored:,} numbers are fewer than the {needed:,} the job's config needs")
 
 
 def _decision_boundary_figures(results: Results, initial: bool) -> dict:
@@ -248,10 +347,19 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             plot_decision_boundary(results, job, int(seed), which, ax=ax)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        name = "decision_boundary" if len(results.groups) == 1 else "decision_boundary_" + re.sub(r"[^A-Za-z0-9.]+", "_", group).strip("_")
+        name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
         figure.suptitle(f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0", fontsize="small")
         figures[name] = figure
     return figures
+
+
+def _figure_name(group: str, taken) -> str:
+    """decision_boundary_<group> as a file name; a long label is cut, and a label that comes out
+    like another's (a=b c, a=b_c) gets a hash, so no figure overwrites another."""
+    name = "decision_boundary_" + re.sub(r"[^A-Za-z0-9.]+", "_", group).strip("_")
+    if len(name) > MAX_NAME or name in taken:
+        name = f"{name[:MAX_NAME]}_{hashlib.sha1(group.encode()).hexdigest()[:8]}"
+    return name
 
 
 def plot_stuck_units(results: Results, ax=None):
@@ -287,10 +395,25 @@ def _figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Figure
 
 def write_report(paths: list[str | Path], out_dir: str | Path | None = None, initial: bool = False) -> Path:
     """All plots plus summary.csv, summary.md and report.html for the jobs below `paths`;
-    returns the plots dir."""
+    returns the plots dir. Everything that can refuse the input runs before the first write, and
+    each file is written whole or not at all."""
     results = collect(paths)
-    out_dir = Path(out_dir) if out_dir else Path(paths[0]) / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    default_dir = Path(paths[0]) / "plots"
+    out_dir = Path(out_dir) if out_dir else default_dir
+    figures = draw_figures(results, initial)
+    names = [f"{name}.{suffix}" for name in figures for suffix in ("png", "svg")] + ["summary.csv", "summary.md", "report.html"]
+    _claim(out_dir, names, ours_by_default=out_dir.resolve() == default_dir.resolve())
+    for name, figure in figures.items():
+        for suffix in ("png", "svg"):
+            _write_atomic(out_dir / f"{name}.{suffix}", lambda file, f=figure, s=suffix: f.savefig(file, format=s, dpi=100))
+    _write_atomic(out_dir / "summary.csv", results.summary.to_csv(index=False).encode())
+    _write_atomic(out_dir / "summary.md", summary_markdown(results).encode())
+    write_html(results, out_dir, list(figures))
+    return out_dir
+
+
+def draw_figures(results: Results, initial: bool = False) -> dict:
+    """name -> Figure, every plot of the report (nothing is written)."""
     figures = {}
     for name, draw in [("cost", plot_cost), ("accuracy", plot_accuracy), ("grad_profile", plot_grad_profile),
                        ("outcomes", plot_outcomes), ("stuck_units", plot_stuck_units)]:
@@ -309,18 +432,88 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, ini
         plot_success_heatmap(results, ax=ax)
     for figure in figures.values():
         figure.suptitle(results.title, fontsize="small")
-    inputs = {dataset_shape(OmegaConf.create({"name": c["dataset.name"], "bits": c.get("dataset.bits")}))[1] for c in results.configs}
-    if inputs == {2}:
+    if {_inputs(c) for c in results.configs} == {2}:
         figures.update(_decision_boundary_figures(results, initial))
     else:
         log.info("decision_boundary: drawn only for 2-input datasets; skipped")
-    for name, figure in figures.items():
-        for suffix in ("png", "svg"):
-            figure.savefig(out_dir / f"{name}.{suffix}", dpi=100)
-    results.summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(f"{results.title}\n\n" + markdown_table(results.summary, results.keys))
-    write_html(results, out_dir, list(figures))
-    return out_dir
+    return figures
+
+
+def _inputs(config: dict) -> int | None:
+    """Inputs of a job's dataset; None when its config does not name one (results checked the name)."""
+    if config.get("dataset.name") is None:
+        return None
+    return dataset_shape(OmegaConf.create({"name": config["dataset.name"], "bits": config.get("dataset.bits")}))[1]
+
+
+def summary_markdown(results: Results) -> str:
+    """summary.md: the title, the group table, and the jobs that did not complete."""
+    text = f"{results.title}\n\n" + markdown_table(results.summary, results.keys)
+    if results.not_completed:
+        text += "\n## Jobs not completed\n\n" + "".join(f"- {_flat(job)}: {_flat(why)}\n" for job, why in results.not_completed)
+    return text
+
+
+def _flat(text: str) -> str:
+    """One line: a path may hold a newline, and summary.md and the log are read line by line."""
+    return " ".join(str(text).splitlines())
+
+
+def _claim(out_dir: Path, names: list[str], ours_by_default: bool) -> None:
+    """Make sure every file about to be written is this plotter's to replace, then record them.
+
+    In <PATH>/plots every report file is the plotter's own. In a dir named by --out, only files
+    listed in its MANIFEST are: any other file of the same name is the user's, and the whole
+    report is refused before anything is written, so nothing of theirs is overwritten."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(f"cannot write the plots into {out_dir}: it is a file, not a directory; choose another --out")
+    listed = _manifest(out_dir)
+    foreign = [name for name in names if os.path.lexists(out_dir / name) and name not in listed and not ours_by_default]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ResultsError(f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; it is left as it is: "
+                           "choose another --out or move it away")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out_dir / MANIFEST, "".join(f"{name}\n" for name in sorted(listed | set(names))).encode())
+
+
+def _manifest(out_dir: Path) -> set[str]:
+    try:
+        with open(out_dir / MANIFEST, "rb") as file:
+            return set(file.read(2**20).decode("utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def _write_atomic(path: Path, content) -> None:
+    """Write `content` (bytes, or a function that writes into a binary file) beside `path`, then
+    rename it over `path`: a reader, a crash or a Ctrl-C finds the old file or the new one, never
+    part of one. The temp name is new (O_EXCL), so no other file is touched, and it is removed
+    when the write fails or is interrupted."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temp name beside {path}")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            if isinstance(content, bytes):
+                file.write(content)
+            else:
+                content(file)
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 CAPTIONS = {
@@ -364,12 +557,19 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:10
 <h2>Summary</h2>
 {table}
 <p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
-{"".join(sections)}
+{_not_completed_html(results)}{"".join(sections)}
 </body></html>
 """
     path = out_dir / "report.html"
-    path.write_text(page)
+    _write_atomic(path, page.encode())
     return path
+
+
+def _not_completed_html(results: Results) -> str:
+    if not results.not_completed:
+        return ""
+    items = "".join(f"<li><code>{html.escape(job)}</code>: {html.escape(why)}</li>" for job, why in results.not_completed)
+    return f"<h2>Jobs not completed</h2>\n<ul>{items}</ul>\n"
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
@@ -382,6 +582,9 @@ def newest_run(outputs: Path = Path("outputs")) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 written, 2 unusable input or output dir, 130 Ctrl-C, 1 a bug."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C unwinds and cleans up
     parser = argparse.ArgumentParser(prog="xorrelu-plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", metavar="PATH", help="run dir, multirun dir or outputs/ (default: the newest run)")
     parser.add_argument("--out", help="where to write (default: <first PATH>/plots)")
@@ -391,11 +594,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = args.paths or [newest_run()]
         out = write_report(paths, args.out, initial=args.initial)
+        print(f"wrote plots and summary to {out}")
+        print((out / "summary.md").read_text())
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except (ResultsError, OSError) as error:
-        print(f"xorrelu-plot: error: {error}", file=sys.stderr)
+        print(f"xorrelu-plot: error: {_flat(error)}", file=sys.stderr)
         return 2
-    print(f"wrote plots and summary to {out}")
-    print((out / "summary.md").read_text())
+    except Exception as error:  # noqa: BLE001 — a bug, but still one line and never a half-written file
+        print(f"xorrelu-plot: error: unexpected {type(error).__name__}: {_flat(error)[:300]} (a bug in xorrelu-plot; please report it)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,22 +8,35 @@ out which config keys make the experiment differ between them.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from xorrelu.activations import ACTIVATIONS
+from xorrelu.data import DATASETS
+from xorrelu.diagnosis import CAUSES
+from xorrelu.init import INITIALIZERS
 from xorrelu.metrics import solved as is_solved
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
+PER_LAYER = re.compile(r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}")  # the only other metrics.csv columns the plotter reads
 # Keys that never change what is being measured: jobs differing only in these are pooled.
 NOT_EXPERIMENTAL = {"seed", "replicas", "device", "print_every", "log_every", "plot", "engine", "compile", "threads", "tensorboard"}
+SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
+STATUSES = ("running", "completed", "interrupted", "failed")  # summary.json "status", as train() writes it
+MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
+MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 
 
 class ResultsError(Exception):
@@ -36,71 +49,297 @@ class Job:
     config: dict  # flat: {"activation.name": "relu", "depth": 10, ...}
     metrics: pd.DataFrame
     causes: dict  # seed -> why it is unsolved (xorrelu.diagnosis); empty until the job completes
+    status: str = "completed"  # summary.json's status; "unknown" without a summary.json
+    error: str | None = None  # summary.json's error, for a failed or interrupted job
+
+
+@dataclass
+class Skipped:
+    path: Path  # the job dir
+    reason: str  # one line: which file is unusable and why
 
 
 def find_jobs(paths: list[Path]) -> list[Path]:
-    """Every job dir at or below `paths` (a dir with summary.json, metrics.csv or .hydra/)."""
+    """Every job dir at or below `paths` (a dir with summary.json or metrics.csv), following
+    symbolic links but listing each real directory once."""
     jobs: list[Path] = []
-    for root in paths:
+    seen: set = set()  # (st_dev, st_ino) of every directory walked, over all paths
+    for root in map(Path, paths):
         if not root.exists():
             raise ResultsError(f"no such file or directory: {root}")
         if not root.is_dir():
             raise ResultsError(f"not a directory: {root}")
-        below = [p for p in root.rglob("*") if p.is_dir() and not {".hydra", "plots"} & set(p.relative_to(root).parts)]
-        candidates = [root, *sorted(below, key=_natural)]
-        jobs += [p for p in candidates if (p / "summary.json").is_file() or (p / "metrics.csv").is_file()]
-    return list(dict.fromkeys(jobs))
+        below = [d for d in _walk(root, seen) if (d / "summary.json").is_file() or (d / "metrics.csv").is_file()]
+        jobs += sorted(below, key=_natural)
+    return jobs
+
+
+def _walk(root: Path, seen: set) -> list[Path]:
+    """Every directory at or below `root`, following links (users keep outputs -> /scratch/... and
+    folders of links to compare runs), each real directory once: its (st_dev, st_ino) is
+    remembered, so a link back up (loop -> .) ends there instead of recursing forever, and a job
+    reached by two paths is counted once. Plain subdirectories are walked before any link, so a
+    job keeps its own path rather than a link's (outputs/latest -> runs/.../job)."""
+    found: list[Path] = []
+    plain, linked = [root], []
+    while plain or linked:
+        directory = plain.pop() if plain else linked.pop(0)
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            entries = sorted(os.scandir(directory), key=lambda e: _natural(Path(e.name)))  # first link found wins: make it stable
+        except OSError as error:  # a dir that vanished, no permission
+            if directory == root:
+                raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
+            log.warning("not looking inside %s: %s", directory, error.strerror or error)
+            continue
+        found.append(directory)
+        for entry in entries:
+            try:
+                if entry.name in SKIP_DIRS or not entry.is_dir():  # is_dir follows links
+                    continue
+                (linked if entry.is_symlink() else plain).append(Path(entry.path))
+            except OSError:
+                continue
+    return found
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
-    """metrics.csv up to its last complete row (an interrupted writer may leave half a line)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
+    """metrics.csv up to its last complete row (an interrupted writer may leave half a line), only
+    the columns the plotter uses, every value checked: a job whose file holds anything else is
+    unusable, and the message says where."""
     try:
-        frame = pd.read_csv(io.BytesIO(data))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path} is not a metrics CSV: {error}") from None
+        with open(path, "rb") as file:
+            complete = _ends_with_newline(file)
+            frame = pd.read_csv(file, usecols=_wanted)
+    except pd.errors.EmptyDataError:
+        raise ResultsError(f"{path} is empty: the job wrote no row (killed or failed before its first flush); run it again") from None
+    except (ValueError, UnicodeDecodeError, OverflowError) as error:  # pandas' ParserError is a ValueError
+        raise ResultsError(f"{path} is not a metrics CSV: {_one_line(error)}") from None
+    if not complete:
+        frame = frame.iloc[:-1].copy()  # a copy: its columns are replaced below (pandas 2 would warn)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
+    if frame.empty:
+        raise ResultsError(f"{path} has a header but no complete row: the job was stopped before its first flush; run it again")
+    for column in frame.columns:
+        frame[column] = _numbers(frame[column], path)
+    _check_values(frame, path)
+    frame = frame.astype({"step": "int64", "seed": "int64"})
+    repeated = frame.duplicated(["step", "seed"])
+    if repeated.any():
+        step, seed = frame.loc[repeated, ["step", "seed"]].iloc[0]
+        raise ResultsError(f"{path} holds {int(repeated.sum())} repeated rows (first: step {step}, seed {seed}): "
+                           "it is not one run's log; keep one copy of each row")
     return frame
 
 
-def read_config(job_dir: Path) -> dict:
+def _wanted(column: str) -> bool:
+    return column in REQUIRED_COLUMNS or PER_LAYER.fullmatch(column) is not None
+
+
+def _ends_with_newline(file) -> bool:
+    file.seek(0, os.SEEK_END)
+    if file.tell() == 0:
+        return True
+    file.seek(-1, os.SEEK_END)
+    ends = file.read(1) == b"\n"
+    file.seek(0)
+    return ends
+
+
+def _numbers(column: pd.Series, path: Path) -> pd.Series:
+    """A metrics column as numbers; text where a number belongs (or true/false) makes the job unusable."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column
+    values = pd.to_numeric(column.astype(object), errors="coerce")
+    bad = (values.isna() & column.notna()) | column.map(lambda v: isinstance(v, bool))
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise ResultsError(f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
+                          "the file is damaged: run the job again")
+    return values
+
+
+# (column test, what it must be): NaN marks a diverged replica, inf a cost that overflowed
+_RANGES = {
+    "step": (lambda v: v.between(0, MAX_WHOLE) & (v == v.round()), "a whole number >= 0"),
+    "seed": (lambda v: v.between(0, MAX_WHOLE) & (v == v.round()), "a whole number >= 0"),
+    "cost": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
+    "accuracy": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
+    "grad_norm_": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
+    "stuck_frac_": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
+}
+
+
+def _check_values(frame: pd.DataFrame, path: Path) -> None:
+    for column in frame.columns:
+        ok, allowed = _RANGES.get(column) or _RANGES[column.rsplit("_", 1)[0] + "_"]
+        bad = ~ok(frame[column])
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise ResultsError(f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
+                              "the file is damaged: run the job again")
+
+
+def read_summary(job_dir: Path) -> dict | None:
+    """The job's summary.json, every field the plotter uses checked (None when there is none)."""
+    path = Path(job_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    summary, problem = _parse_summary(path.read_bytes())
+    if problem:
+        raise ResultsError(f"{path} is not a summary written by xorrelu: {problem}; restore it or run the job again")
+    return summary
+
+
+def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
+    """(summary, None), or (None, what is wrong with it)."""
+    try:
+        summary = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "it is not UTF-8 text"
+    except ValueError as error:
+        return None, f"not JSON ({_one_line(error)})"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    if not isinstance(summary, dict):
+        return None, f"it holds {_json_type(summary)}, not an object"
+    if not isinstance(summary.get("config"), dict):
+        return None, f"its config is {_json_type(summary.get('config'))}, not an object"
+    if summary.get("status") is not None and summary["status"] not in STATUSES:
+        return None, f"its status is {_short(summary['status'])}, not one of {', '.join(STATUSES)}"
+    if summary.get("error") is not None and not isinstance(summary["error"], str):
+        return None, f"its error is {_json_type(summary['error'])}, not text"
+    replicas = summary.get("replicas", [])
+    if not isinstance(replicas, list):
+        return None, f"its replicas is {_json_type(replicas)}, not a list"
+    for i, replica in enumerate(replicas):
+        if not isinstance(replica, dict):
+            return None, f"replicas[{i}] is {_json_type(replica)}, not an object"
+        if not _is_int(replica.get("seed"), 0, MAX_WHOLE):
+            return None, f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0"
+        if replica.get("cause") is not None and replica["cause"] not in CAUSES:
+            return None, f"replicas[{i}].cause is {_short(replica['cause'])}, not one of {', '.join(CAUSES)} or null"
+    return summary, None
+
+
+def read_config(job_dir: Path, summary: dict | None = None) -> dict:
     """The job's resolved config, flattened to dotted keys (summary.json, else .hydra/config.yaml)."""
-    summary = job_dir / "summary.json"
-    if summary.is_file():
-        try:
-            config = json.loads(summary.read_text())["config"]
-        except (ValueError, KeyError, TypeError):
-            raise ResultsError(f"{summary} is not a summary written by xorrelu") from None
-    elif (job_dir / ".hydra" / "config.yaml").is_file():
-        config = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"), resolve=True)
-    else:
+    return flatten_config(*nested_config(job_dir, summary))
+
+
+def nested_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]:
+    """The job's config as written (nested), and the file it came from; `summary` when the caller
+    has read it already."""
+    summary = summary if summary is not None else read_summary(job_dir)
+    if summary is not None:
+        return summary["config"], Path(job_dir) / "summary.json"
+    path = Path(job_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
         raise ResultsError(f"{job_dir} has metrics.csv but neither summary.json nor .hydra/config.yaml")
-    return pd.json_normalize(config).iloc[0].to_dict()
+    return _read_hydra_config(path), path
+
+
+def _read_hydra_config(path: Path) -> dict:
+    try:
+        text = path.read_bytes().decode("utf-8")
+        # Hydra never writes YAML aliases; refusing them keeps a "billion laughs" file from
+        # expanding into gigabytes when the config is resolved.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ResultsError(f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config")
+        config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError, RecursionError) as error:  # UnicodeDecodeError too
+        raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
+    if not isinstance(config, dict):
+        raise ResultsError(f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, not a mapping")
+    return config
+
+
+def flatten_config(config: dict, source: Path) -> dict:
+    """{"activation": {"name": "relu"}} -> {"activation.name": "relu"}; every value must be one
+    number, text, true/false or null (they become group labels and table cells)."""
+    flat: dict = {}
+    pending = [("", config)]  # a loop, not recursion: the nesting depth is the file's to choose
+    while pending:
+        prefix, node = pending.pop(0)
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                pending.append((f"{name}.", value))
+            elif value is None or isinstance(value, (str, int, float, bool)):
+                flat[name] = value
+            else:
+                raise ResultsError(f"{source}: config key {name} holds {_json_type(value)}, not a single value")
+    for key, registry in (("dataset.name", DATASETS), ("activation.name", ACTIVATIONS), ("init.name", INITIALIZERS)):
+        if flat.get(key) is not None and flat[key] not in registry:  # the plotter rebuilds nets from these
+            raise ResultsError(f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}")
+    bits = flat.get("dataset.bits")
+    if bits is not None and not _is_int(bits, 1, 16):
+        raise ResultsError(f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16")
+    return flat
 
 
 def read_causes(job_dir: Path) -> dict:
     """seed -> cause, as the training job diagnosed it (the plotter never rewrites a job's files)."""
+    summary = read_summary(job_dir) or {}
+    return {int(r["seed"]): r.get("cause") for r in summary.get("replicas") or []}
+
+
+def read_job(job_dir: Path) -> Job:
+    """One job dir, read and checked; ResultsError (one line) when it cannot be plotted."""
+    summary = read_summary(job_dir)
+    status = "unknown" if summary is None else summary.get("status") or "unknown"
+    error = None if summary is None else summary.get("error")
     try:
-        replicas = json.loads((job_dir / "summary.json").read_text()).get("replicas") or []
-        return {int(r["seed"]): r.get("cause") for r in replicas}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        if not (job_dir / "metrics.csv").is_file():
+            raise ResultsError(f"{job_dir} has no metrics.csv")
+        metrics = read_metrics(job_dir / "metrics.csv")
+        config = read_config(job_dir, summary)
+    except ResultsError as problem:
+        if status in ("running", "interrupted", "failed"):  # say what the job itself reported
+            raise ResultsError(f"{problem} (summary.json says {status}{': ' + _one_line(error) if error else ''})") from None
+        raise
+    causes = {int(r["seed"]): r.get("cause") for r in (summary or {}).get("replicas") or []}
+    return Job(job_dir, config, metrics, causes, status, error)
+
+
+def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
+    """Every job below `paths`: the usable ones, and the ones skipped with the reason."""
+    jobs, skipped = [], []
+    for job_dir in find_jobs([Path(p) for p in paths]):
+        try:
+            jobs.append(read_job(job_dir))
+        except ResultsError as error:
+            skipped.append(Skipped(job_dir, str(error)))
+        except OSError as error:  # it vanished or cannot be read: the others may still be fine
+            skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {_one_line(error)}"))
+    return jobs, skipped
+
+
+def usable_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
+    """scan_jobs, with a warning per skipped job; one bad job never sinks the rest. Raises
+    ResultsError (one line) when no job is usable."""
+    jobs, skipped = scan_jobs(paths)
+    where = ", ".join(str(p) for p in paths)
+    if not jobs and not skipped:
+        raise ResultsError(f"no job with a metrics.csv below {where}")
+    if not jobs and len(skipped) == 1:
+        raise ResultsError(skipped[0].reason)
+    if not jobs:
+        listed = "; ".join(s.reason for s in skipped[:MAX_LISTED])
+        more = f"; and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+        raise ResultsError(f"no usable job below {where}, {len(skipped)} skipped: {listed}{more}")
+    for skip in skipped:
+        log.warning("skipping a job, the others are plotted: %s", skip.reason)
+    return jobs, skipped
 
 
 def load_jobs(paths: list[str | Path]) -> list[Job]:
-    jobs = []
-    for job_dir in find_jobs([Path(p) for p in paths]):
-        if not (job_dir / "metrics.csv").is_file():
-            log.warning("skipping %s: it has no metrics.csv", job_dir)
-            continue
-        jobs.append(Job(job_dir, read_config(job_dir), read_metrics(job_dir / "metrics.csv"), read_causes(job_dir)))
-    if not jobs:
-        raise ResultsError(f"no job with a metrics.csv below {', '.join(str(p) for p in paths)}")
-    return jobs
+    return usable_jobs(paths)[0]
 
 
 def varying_keys(configs: list[dict]) -> list[str]:
@@ -193,3 +432,25 @@ def job_outcomes(job: Job) -> pd.DataFrame:
 def _natural(path: Path) -> list:
     """Sort job dirs as a person counts them: 2 before 10."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _short(value, limit: int = 40) -> str:
+    """A value for a message: repr, one line, cut to `limit` characters."""
+    if isinstance(value, np.generic):  # np.True_ -> True
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(error) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]

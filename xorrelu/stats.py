@@ -70,6 +70,11 @@ def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
 def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
     """summary.md: the group table in Markdown."""
     header, rows = table_rows(summary, keys)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A table cell: a config value may hold | or a newline, which would break the row."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
