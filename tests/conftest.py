@@ -45,13 +45,14 @@ def train_run(tmp_path):
 
 
 
-def snapshot(root: Path) -> dict:
+def snapshot(root: Path, exclude: tuple[str, ...] = ()) -> dict:
     """{relative path: bytes, "dir", the target of a link, or a special file's mode} for
-    everything below `root`: refused input must leave it equal."""
+    everything below `root` but the dirs named in `exclude`: refused input must leave it equal."""
     import os
 
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # does not follow links: a loop is read once
+        dirnames[:] = [d for d in dirnames if d not in exclude]
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))

@@ -167,5 +167,26 @@ def main() -> None:
     sys.exit(code)
 
 
+def _script(prog: str, module: str) -> None:
+    """The `xorrelu-plot` and `xorrelu-resume` scripts: pip's wrapper would import the heavy
+    module before anything can catch a Ctrl-C; this imports it under a quiet handler."""
+    import importlib
+
+    try:
+        entry = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted while starting; nothing was written", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(entry())
+
+
+def plot_main() -> None:
+    _script("xorrelu-plot", "xorrelu.plot")
+
+
+def resume_main() -> None:
+    _script("xorrelu-resume", "xorrelu.resume")
+
+
 if __name__ == "__main__":
     main()

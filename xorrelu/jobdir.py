@@ -23,6 +23,11 @@ from xorrelu import config as config_module
 
 # A summary.json holds the config and one short entry per replica: ~300 bytes a replica, so
 # 64 MiB is ~200,000 replicas, beyond what fits a machine. Anything larger is not ours.
+# weights.pt: torch.save stores tensors uncompressed, so a real one declares about its own size.
+# Its own config is not trusted before it is read, so the bound is relative: refuse an archive
+# declaring more than WEIGHTS_INFLATE_RATIO x the file AND more than WEIGHTS_INFLATE_FLOOR.
+WEIGHTS_INFLATE_RATIO = 64
+WEIGHTS_INFLATE_FLOOR = 256 * 2**20
 MAX_SUMMARY_BYTES = 64 * 2**20
 MAX_HYDRA_CONFIG_BYTES = 2**20  # the composed config is under 2 KiB
 STATUSES = ("running", "interrupted", "failed", "completed")  # what xorrelu.train writes
@@ -205,3 +210,17 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
     except Exception as error:  # noqa: BLE001 — any failure of the loader on a hostile file is a refusal
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise JobDirError(f"{path} is not {what} (refused: {first[:200]})") from None
+
+
+def load_weights(job_dir: Path) -> dict:
+    """A job's weights.pt ({"initial", "final", "seeds", "step"}), loaded within the bound above."""
+    path = Path(job_dir) / "weights.pt"
+    what = "a weights file written by xorrelu"
+    bound = max(WEIGHTS_INFLATE_RATIO * file_size(path, what), WEIGHTS_INFLATE_FLOOR)
+    state = load_torch_file(path, bound, what)
+    if not isinstance(state, dict) or not {"initial", "final", "seeds"} <= set(state):
+        raise JobDirError(f"{path} is not {what} (it lacks initial, final or seeds)")
+    seeds = state["seeds"]
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise JobDirError(f"{path} is not {what} (its seeds are not a list of whole numbers)")
+    return state

@@ -8,7 +8,6 @@ own slice. The model returns logits [replicas, points, 1]; the hypothesis is the
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -85,10 +84,13 @@ def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
 
 
 def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
-    """The batched model of a finished job, from its summary.json (config) and weights.pt."""
+    """The batched model of a finished job, from its summary.json (config) and weights.pt, both
+    read within bounds (xorrelu.jobdir): a damaged or hostile file raises JobDirError."""
+    from xorrelu.jobdir import load_weights, read_summary
+
     job_dir = Path(job_dir)
-    cfg = OmegaConf.create(json.loads((job_dir / "summary.json").read_text())["config"])
-    state = torch.load(job_dir / "weights.pt", weights_only=True, map_location="cpu")
+    cfg = OmegaConf.create(read_summary(job_dir)["config"])
+    state = load_weights(job_dir)
     x, _ = make_dataset(cfg.dataset)
     model = build_model(cfg, x.shape[1])
     model.load_state_dict(state[which])

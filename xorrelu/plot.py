@@ -33,11 +33,8 @@ import hashlib  # noqa: E402
 import html  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import pickle  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
-import struct  # noqa: E402
-import zipfile  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -50,6 +47,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.diagnosis import PLATEAU_COSTS  # noqa: E402
+from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
 from xorrelu.metrics import forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -74,13 +72,6 @@ MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
 CAUSE_COLORS = {"solved": "#009E73", "diverged": "#000000", "dead": "#D55E00", "vanished": "#0072B2",
                 "plateau": "#E69F00", "slow": "#56B4E9", "other": "#CC79A7", "unknown": "#999999"}
 MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
-# weights.pt is a zip archive (torch.save). A hostile one can declare members that inflate to far
-# more than the file holds (a zip bomb), and torch.load would allocate all of it. torch.save
-# stores tensors uncompressed, so a real weights.pt declares about its own size: refuse, before
-# torch.load reads anything, an archive that declares more than MAX_INFLATE_RATIO times the file
-# size AND more than MAX_INFLATE_FLOOR in all (small files pass whatever their ratio).
-MAX_INFLATE_RATIO = 64
-MAX_INFLATE_FLOOR = 256 * 2**20
 MANIFEST = ".xorrelu-plot-files"  # what this plotter wrote into an out dir: the only files it may replace there
 MAX_NAME = 100  # characters of a group label in a file name
 
@@ -280,34 +271,18 @@ def _load_model(job: str, which: str):
             _MODELS.clear()
         path = Path(job) / "weights.pt"
         try:
-            _check_archive(path)
-            state = torch.load(path, weights_only=True, map_location="cpu")  # weights_only: a pickle payload is refused, never run
+            state = load_weights(Path(job))  # bounded: a zip bomb is refused unread
             seeds = state["seeds"]
-            if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-                raise ValueError("its seeds are not a list of whole numbers")
             cfg = OmegaConf.create(nested_config(Path(job))[0])
             _check_fits(cfg, state[which], len(seeds))
             model = build_model(cfg, dataset_shape(cfg.dataset)[1])
             model.load_state_dict(state[which])
-        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError,
-                OmegaConfBaseException) as error:
+        except JobDirError as error:
+            raise ResultsError(str(error)) from None
+        except (RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError, OmegaConfBaseException) as error:
             raise ResultsError(f"{path} is not a weights file written by xorrelu ({str(error).strip().splitlines()[0][:160]})") from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]
-
-
-def _check_archive(path: Path) -> None:
-    """Refuse a weights.pt that is not a whole zip archive, or that declares more uncompressed
-    bytes than the bound above (MAX_INFLATE_RATIO, MAX_INFLATE_FLOOR), before anything inflates."""
-    size = path.stat().st_size
-    try:
-        with zipfile.ZipFile(path) as archive:
-            declared = sum(member.file_size for member in archive.infolist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, struct.error) as error:
-        raise ValueError(f"not a whole zip archive: truncated? {error}") from None
-    if declared > max(MAX_INFLATE_RATIO * size, MAX_INFLATE_FLOOR):
-        raise ValueError(f"its zip archive declares {declared / 2**20:.0f} MiB uncompressed in a {size / 2**20:.2f} MiB file; "
-                         "refused before loading")
 
 
 def _check_fits(cfg, tensors: dict, replicas: int) -> None:
