@@ -396,3 +396,29 @@ def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "xorrelu.resume", "sweep"], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert status("1") == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals_", [[INT, TERM], [INT, INT, HUP, TERM, INT]])
+def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, signals_):
+    """Training is done and saved; the storm lands while the plots are written."""
+    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", "steps=200", "replicas=4", "print_every=100000", "hydra.run.dir=job"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    plots = tmp_path / "job" / "plots"
+    deadline = time.monotonic() + 120
+    while not (plots.is_dir() and any(p.suffix == ".png" for p in plots.iterdir())) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    for signum in signals_:
+        proc.send_signal(signum)
+        time.sleep(0.03)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["status"] == "completed"  # saved before plotting
+    for path in plots.iterdir():
+        data = path.read_bytes()
+        assert ".tmp" not in path.name
+        if path.suffix == ".svg":
+            assert data.rstrip().endswith(b"</svg>"), path
+        elif path.suffix == ".png":
+            assert data.endswith(b"IEND\xaeB`\x82"), path
