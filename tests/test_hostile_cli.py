@@ -81,6 +81,47 @@ def test_a_bad_value_is_refused_in_one_line_and_writes_nothing(project, args, wo
     assert snapshot(project) == before  # no outputs/, no multirun.yaml, nothing changed
 
 
+MORE_BAD = [
+    (["hydra.output_subdir=../../victim"], "leaves the run's dir"),
+    (["hydra.sweep.subdir=/tmp/elsewhere", "depth=1,2", "--multirun"], "leaves the run's dir"),
+    (["hydra.run.dir=" + "/".join(["d" * 250] * 20)], "File name too long"),
+]
+
+
+@pytest.mark.parametrize("args, word", MORE_BAD, ids=["output_subdir", "sweep_subdir", "path_over_4096"])
+def test_a_dir_that_leaves_the_checked_one_or_cannot_exist_is_refused(project, args, word):
+    before = snapshot(project)
+    refused(run_cli(*TINY, *args, cwd=project), word)
+    assert snapshot(project) == before
+
+
+def test_hydra_resolvers_in_the_dir_and_in_values_still_work(tmp_path):
+    run = run_cli(*TINY, "hydra.run.dir=out/${hydra:job.name}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out" / "xorrelu" / "metrics.csv").is_file()
+    sweep = run_cli(*TINY, "seed=${hydra:job.num}", "depth=1,2", "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr
+    seeds = [json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["config"]["seed"] for job in "01"]
+    assert seeds == [0, 1]
+
+
+def test_a_dir_with_a_users_files_of_the_names_a_run_writes_is_refused(project):
+    (project / "mine").mkdir()
+    (project / "mine" / "weights.pt").write_text("my own weights\n")
+    (project / "mine" / "plots").mkdir()
+    (project / "mine" / "plots" / "cost.png").write_text("my own figure\n")
+    before = snapshot(project)
+    refused(run_cli(*TINY, "hydra.run.dir=mine", cwd=project), "already holds", "weights.pt")
+    assert snapshot(project) == before
+
+
+def test_a_config_from_elsewhere_still_never_writes_into_a_finished_run(finished_run, tmp_path):
+    (tmp_path / "empty_conf").mkdir()
+    before = snapshot(finished_run)
+    refused(run_cli("--config-dir", str(tmp_path / "empty_conf"), "hydra.run.dir=job", "seed=9", cwd=finished_run), "already holds")
+    assert snapshot(finished_run) == before
+
+
 def test_a_refused_config_in_the_users_own_dir_deletes_nothing(project):
     """`hydra.run.dir=.` with a bad value used to rmtree the project and its parents."""
     before = snapshot(project.parent)
@@ -180,7 +221,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
                            "--multirun"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "job 1 (depth=2" in proc.stderr and "boom at depth 2" in proc.stderr and "1 of 3 jobs did not complete" in proc.stderr
+    assert "job 1 (depth=2" in proc.stderr and "boom at depth 2" in proc.stderr and "jobs of this sweep did not complete" in proc.stderr
     statuses = {job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"] for job in "012"}
     assert statuses == {"0": "completed", "1": "failed", "2": "completed"}  # the job after the failure ran too
     summary = pd.read_csv(tmp_path / "sweep" / "plots" / "summary.csv")
@@ -422,3 +463,53 @@ def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, s
             assert data.rstrip().endswith(b"</svg>"), path
         elif path.suffix == ".png":
             assert data.endswith(b"IEND\xaeB`\x82"), path
+
+
+# --- a save that fails (a full disk while saving) ------------------------------------------------
+def _failing_torch_save(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+
+def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interrupted_summary(tmp_path, monkeypatch):
+    import threading
+
+    from conftest import make_cfg
+
+    from xorrelu.signals import Interrupted
+    from xorrelu.train import train
+
+    monkeypatch.setattr(torch, "save", _failing_torch_save)  # torch's own error on a full disk
+    def stop_once_training():
+        log = tmp_path / "job" / "metrics.csv"
+        while not (log.is_file() and log.stat().st_size > 0):
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_training, daemon=True).start()
+    with pytest.raises(Interrupted):
+        train(make_cfg("steps=200000", "replicas=2", "print_every=1000000", "plot=false"), tmp_path / "job")
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "checkpoint.pt not written" in summary["error"]
+    assert not (tmp_path / "job" / "checkpoint.pt").exists() and not [p for p in (tmp_path / "job").iterdir() if ".tmp" in p.name]
+    assert (tmp_path / "job" / "metrics.csv").read_bytes().endswith(b"\n")
+
+
+def test_weights_that_cannot_be_written_at_the_end_leave_a_failed_summary(tmp_path, monkeypatch):
+    from conftest import make_cfg
+
+    from xorrelu import files
+    from xorrelu.train import train
+
+    real = files.write_atomic
+
+    def weights_fail(path, content):
+        if path.name == "weights.pt":
+            _failing_torch_save()
+        real(path, content)
+
+    monkeypatch.setattr(files, "write_atomic", weights_fail)
+    with pytest.raises(OSError, match="cannot write"):
+        train(make_cfg(*TINY), tmp_path / "job")
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "PytorchStreamWriter" in summary["error"]

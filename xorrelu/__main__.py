@@ -137,13 +137,14 @@ def run(argv: list[str]) -> int:
     except Exception as error:  # noqa: BLE001 — Hydra's own refusals (e.g. --multirun with --cfg)
         print(f"xorrelu: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1 if _started else 2
-    if plan.sweep_dir is not None:
-        _failures[:] = plan.unfinished_jobs() or []
-    if _failures and plan.sweep_dir is not None:
-        print(f"xorrelu: {len(_failures)} of {plan.jobs} jobs did not complete (the others did; plots cover them):", file=sys.stderr)
-        for line in _failures:
+    if plan.sweep_dir is None:
+        return 1 if _failures else 0
+    lines = _failures or plan.unfinished_jobs()  # this process's own reasons, else the jobs' summaries
+    if lines:
+        print("xorrelu: jobs of this sweep did not complete (the others did; the plots cover them):", file=sys.stderr)
+        for line in lines:
             print(f"  {line}", file=sys.stderr)
-    return 1 if _failures else 0
+    return 1 if lines else 0
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,22 +31,49 @@ class JobDirBusy(Exception):
     """Another process writes into this job dir (or it already holds results)."""
 
 
-def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def write_atomic(path: Path, content) -> None:
+    """Write `content` (bytes, or a function that writes into a binary file) beside `path`, then
+    rename it over `path`: a reader, a crash, a power loss or a Ctrl-C finds the old file or the
+    new one, never part of one. The temp name is new (O_EXCL), so no other file is touched, and
+    it is removed when the write fails or is interrupted."""
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temp name beside {path}")
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as file:
+            if isinstance(content, bytes):
+                file.write(content)
+            else:
+                content(file)
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # ours: made just above by this process
+        try:
+            os.unlink(tmp)  # ours: made just above by this process
+        except OSError:
+            pass
         raise
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _replace(Path(path), lambda tmp: tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n"))
+    write_atomic(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    _replace(Path(path), lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically. torch reports a failed write (a full disk) as a RuntimeError from
+    its zip writer: it is an OSError here, as every other failed write."""
+    try:
+        write_atomic(path, lambda file: torch.save(obj, file))
+    except RuntimeError as error:
+        raise OSError(errno.EIO, f"cannot write {path}: {str(error).splitlines()[0]}") from error
 
 
 @contextmanager

@@ -34,7 +34,6 @@ import html  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
-import secrets  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -47,6 +46,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.diagnosis import PLATEAU_COSTS  # noqa: E402
+from xorrelu.files import write_atomic  # noqa: E402
 from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
 from xorrelu.metrics import forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
@@ -380,9 +380,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, ini
     _claim(out_dir, names, ours_by_default=out_dir.resolve() == default_dir.resolve())
     for name, figure in figures.items():
         for suffix in ("png", "svg"):
-            _write_atomic(out_dir / f"{name}.{suffix}", lambda file, f=figure, s=suffix: f.savefig(file, format=s, dpi=100))
-    _write_atomic(out_dir / "summary.csv", results.summary.to_csv(index=False).encode())
-    _write_atomic(out_dir / "summary.md", summary_markdown(results).encode())
+            write_atomic(out_dir / f"{name}.{suffix}", lambda file, f=figure, s=suffix: f.savefig(file, format=s, dpi=100))
+    write_atomic(out_dir / "summary.csv", results.summary.to_csv(index=False).encode())
+    write_atomic(out_dir / "summary.md", summary_markdown(results).encode())
     write_html(results, out_dir, list(figures))
     return out_dir
 
@@ -449,7 +449,7 @@ def _claim(out_dir: Path, names: list[str], ours_by_default: bool) -> None:
         raise ResultsError(f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; it is left as it is: "
                            "choose another --out or move it away")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / MANIFEST, "".join(f"{name}\n" for name in sorted(listed | set(names))).encode())
+    write_atomic(out_dir / MANIFEST, "".join(f"{name}\n" for name in sorted(listed | set(names))).encode())
 
 
 def _manifest(out_dir: Path) -> set[str]:
@@ -458,37 +458,6 @@ def _manifest(out_dir: Path) -> set[str]:
             return set(file.read(2**20).decode("utf-8").splitlines())
     except (OSError, UnicodeDecodeError):
         return set()
-
-
-def _write_atomic(path: Path, content) -> None:
-    """Write `content` (bytes, or a function that writes into a binary file) beside `path`, then
-    rename it over `path`: a reader, a crash or a Ctrl-C finds the old file or the new one, never
-    part of one. The temp name is new (O_EXCL), so no other file is touched, and it is removed
-    when the write fails or is interrupted."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"no free temp name beside {path}")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            if isinstance(content, bytes):
-                file.write(content)
-            else:
-                content(file)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 CAPTIONS = {
@@ -536,7 +505,7 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:10
 </body></html>
 """
     path = out_dir / "report.html"
-    _write_atomic(path, page.encode())
+    write_atomic(path, page.encode())
     return path
 
 

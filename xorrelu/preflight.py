@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-RESULT_MARKERS = ("metrics.csv", "summary.json", "checkpoint.pt", ".hydra")
+# every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
+RESULT_MARKERS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt", ".hydra", "xorrelu.log", "plots",
+                  "tensorboard", ".xorrelu-reserve")
 REMOTE_LAUNCHERS = ("submitit_slurm", "slurm", "ray")  # jobs run on other machines: their memory is theirs
 INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "version")
 
@@ -35,7 +37,8 @@ class Plan:
     sweep_dir: Path | None = None  # for --multirun
 
     def unfinished_jobs(self) -> list[str]:
-        """After a sweep: one line per job that did not complete (from each job's summary.json)."""
+        """After a sweep: one line per job that did not complete, from each job's summary.json
+        (jobs that left none are counted on one line)."""
         lines, done = [], 0
         for summary in sorted(self.sweep_dir.rglob("summary.json")):
             try:
@@ -62,14 +65,46 @@ def check(argv: list[str], config_path: str) -> Plan:
             args = get_args_parser().parse_args(argv)
     except SystemExit:  # a bad flag: Hydra says what is wrong, once
         return Plan(argv, 0)
-    if any(getattr(args, flag, None) for flag in INFORMATIONAL) or args.config_dir or args.config_path or args.config_name:
-        return Plan(argv, 0)  # prints something, or a config from elsewhere: Hydra checks it itself
-    jobs, base = _compose_all(args.overrides, args.multirun, config_path)
+    if any(getattr(args, flag, None) for flag in INFORMATIONAL):
+        return Plan(argv, 0)  # prints something and exits
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    _check_subdirs(args.overrides)
+    if args.config_dir or args.config_path or args.config_name:  # a config from elsewhere: Hydra checks its values
+        given = [a.split("=", 1)[1] for a in args.overrides if a.startswith(key + "=")]
+        if given and "${" not in given[-1]:
+            _check_dir(Path(given[-1]), key, args.multirun)
+        return Plan(argv, 1)
+    jobs, base = _compose_all(args.overrides, args.multirun, config_path)
     out_dir = _resolve_dir(base, key)
     _check_dir(out_dir, key, args.multirun)
+    _make_dir(out_dir, key)
     kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
     return Plan([f"{key}={_quoted(str(out_dir))}", *kept], len(jobs), out_dir if args.multirun else None)
+
+
+def _check_subdirs(overrides: list[str]) -> None:
+    """Hydra writes .hydra/ (hydra.output_subdir) and each sweep job (hydra.sweep.subdir) below the
+    checked dir; a value that leaves it would write where nothing was checked."""
+    for key in ("hydra.output_subdir", "hydra.sweep.subdir"):
+        for arg in overrides:
+            if arg.startswith(key + "="):
+                value = arg.split("=", 1)[1].strip("'\"")
+                if value.startswith(("/", "~")) or ".." in Path(value).parts:
+                    raise Refused(f"{key}={value!r} leaves the run's dir; give a name inside it (no '/' at the start, no '..')")
+
+
+def _make_dir(out_dir: Path, key: str) -> None:
+    """Make the checked dir now, exclusively: two commands started at once into the same new dir
+    cannot both pass the check."""
+    if out_dir.is_dir():
+        return  # an existing dir without results (hydra.run.dir=.): it was checked above
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(out_dir)
+    except FileExistsError:
+        raise Refused(f"{out_dir} was just made by another command; choose another {key}") from None
+    except OSError as error:
+        raise Refused(f"cannot make {out_dir}: {error.strerror or error}") from None
 
 
 def _compose_all(overrides: list[str], multirun: bool, config_path: str):
@@ -77,8 +112,9 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
     from hydra import compose, initialize_config_dir, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf, open_dict, read_write
 
     from xorrelu.config import ConfigError, register_configs, validate
 
@@ -113,6 +149,9 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
         for number, job in enumerate(jobs):
             where = f"job {number} ({' '.join(job[i] for i in swept) or ' '.join(job)}): " if multirun else ""
             try:
+                with read_write(base.hydra), open_dict(base.hydra):
+                    base.hydra.job.num = number
+                HydraConfig.instance().set_config(base)  # for ${hydra:job.num} and the like in values
                 validate(compose_job(list(job)), check_memory=check_memory)
             except ConfigError as error:
                 raise Refused(f"{where}{error}") from None
@@ -157,7 +196,10 @@ class _Composer:
 
 
 def _resolve_dir(base, key: str) -> Path:
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
+
+    HydraConfig.instance().set_config(base)  # for ${hydra:job.name} and the like in the dir
 
     try:
         value = OmegaConf.select(base, key, throw_on_resolution_failure=True)
@@ -172,6 +214,13 @@ def _resolve_dir(base, key: str) -> Path:
 
 def _check_dir(out_dir: Path, key: str, multirun: bool) -> None:
     """Refuse a dir that holds results or cannot be made; make nothing."""
+    try:
+        _check_dir_unguarded(out_dir, key, multirun)
+    except OSError as error:  # a path the system refuses to look at (too long, no permission)
+        raise Refused(f"cannot write results under {key}: {error.strerror or error}") from None
+
+
+def _check_dir_unguarded(out_dir: Path, key: str, multirun: bool) -> None:
     for part in out_dir.parts:
         if len(os.fsencode(part)) > 255:
             raise Refused(f"cannot write results under {key}: the name {part[:40]}... is longer than 255 bytes; choose a shorter one")
@@ -187,14 +236,10 @@ def _check_dir(out_dir: Path, key: str, multirun: bool) -> None:
     if out_dir.is_dir():
         holds = _results_in(out_dir) if not multirun else _results_in(out_dir, sweep=True)
         if holds:
-            if multirun:
-                raise Refused(
-                    f"{out_dir} already holds a sweep ({holds}); nothing was changed. To finish its jobs: "
-                    f"python -m xorrelu.resume {out_dir}; to start a new sweep, choose another {key} (or leave it out)"
-                )
+            what, verb = ("a sweep", "finish its jobs") if multirun else ("a run", "continue it")
             raise Refused(
-                f"{out_dir} already holds a run ({holds}); nothing was changed. To continue it: "
-                f"python -m xorrelu.resume {out_dir}; to start a new run, choose another {key} (or leave it out)"
+                f"{out_dir} already holds {what} ({holds} is there); nothing was changed. To {verb}: "
+                f"python -m xorrelu.resume {out_dir}; to start anew, choose another {key} (or leave it out)"
             )
         _check_writable(out_dir, out_dir)
 

@@ -128,11 +128,14 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
         raise ValueError(f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: resuming would cut metrics.csv and run no step")
     out_dir.mkdir(parents=True, exist_ok=True)
     with signals.installed(), locked(out_dir):
-        reserve = Reserve(out_dir)
+        reserve = None
         try:
+            with signals.mode("hold"):
+                reserve = Reserve(out_dir)
             return _train(cfg, out_dir, checkpoint, reserve)
         finally:
-            reserve.release()
+            if reserve is not None:
+                reserve.release()
 
 
 def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dict:
@@ -155,14 +158,14 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
         summary["resumed_from_step"] = checkpoint["step"]
     initial = checkpoint["initial"] if checkpoint else _cpu_state(model)
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
-    with signals.mode("hold"):  # the summary and the CSV's header appear together, or neither
-        write_json(out_dir / "summary.json", summary)
-        recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
     steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
     first = checkpoint["step"] if checkpoint else 0
-    start, warm, step, board = time.perf_counter(), None, first, None
-    bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
+    start, warm, step, recorder, board, bar = time.perf_counter(), None, first, None, None, None
     try:
+        with signals.mode("hold"):  # the summary and the CSV's header appear together
+            write_json(out_dir / "summary.json", summary)
+            recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
+        bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
         board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
         # Until the first step is done (and compiled), a stop signal stops at once; from then on
         # the loop finishes its step first, so that the checkpoint is of a whole step.
@@ -183,25 +186,25 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
                     if board:
                         engine.write_back()  # the fused engine keeps its own copy of the weights
                         board.histograms(step, model)
-                if step == first:
-                    warm = time.perf_counter()  # the first step carries any compilation
+                if step == first:  # the step is whole: from now on a stop waits for the next one
                     deferred.enter_context(signals.mode("defer"))
+                    warm = time.perf_counter()  # the first step carries any compilation
                 bar.update(step < steps)
             with signals.mode("hold"):  # from here to the end, signals wait for the results
                 recorder.close()
                 timing = _timing(step, cfg.replicas, start, warm, first)
                 _save_checkpoint(_Saved(out_dir, cfg, model, engine, initial), step, resume_point)
+                summary = _finish(out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing)
     except BaseException as error:
         with signals.mode("hold"):
             saved = _Saved(out_dir, cfg, model, engine, initial)
             _save_what_we_have(error, saved, step if warm is not None else None, recorder, summary, reserve, (start, warm, first))
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if board:
             board.close()
-    with signals.mode("hold"):
-        summary = _finish(out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing)
     if signals.pending():  # asked to stop while the results were written: they are whole; stop now
         raise Interrupted(signals.take_pending())
     return summary
@@ -273,37 +276,41 @@ def _save_checkpoint(saved: _Saved, step: int, recorder_state: dict) -> None:
     )
 
 
-def _save_what_we_have(error: BaseException, saved: _Saved, step: int | None, recorder: Recorder, summary: dict, reserve: Reserve, clock) -> None:
+def _save_what_we_have(error: BaseException, saved: _Saved, step: int | None, recorder: Recorder | None, summary: dict, reserve: Reserve, clock) -> None:
     """On a stop signal: flush, checkpoint the last completed step (`step`; None when the
     first step was not done, so an earlier checkpoint stays as it is), mark the summary
     interrupted. On any other failure: keep every complete row and say so. The reserve is
-    freed first, so that a full disk still gets the summary. Never masks the original error."""
+    freed first, so that a full disk still gets the summary. Each file is tried on its own, and
+    nothing here masks the original error."""
     reserve.release()
-    try:
-        state = recorder.snapshot()
-    except OSError as also:
-        state = None
-        log.error("could not write the last rows after %s: %s (every row before them is whole)", type(error).__name__, also)
-    try:
-        recorder.close()
-        interrupted = isinstance(error, KeyboardInterrupt)
-        if interrupted and step is not None and state is not None:
-            _save_checkpoint(saved, step, state)
-        last = step if step is not None else clock[2]
-        if interrupted:
-            summary.update(status="interrupted", error=str(error) or "KeyboardInterrupt")
-            if step is not None:
+    state = None
+    if recorder is not None:
+        try:
+            state = recorder.snapshot()
+            recorder.close()
+        except OSError as also:
+            log.error("could not write the last rows after %s: %s (every row before them is whole)", type(error).__name__, also)
+    interrupted = isinstance(error, KeyboardInterrupt)
+    if interrupted:
+        summary.update(status="interrupted", error=str(error) or "KeyboardInterrupt")
+        if step is not None and state is not None:
+            try:
+                _save_checkpoint(saved, step, state)
                 log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, saved.out_dir)
-            elif (saved.out_dir / "checkpoint.pt").is_file():  # a resumed run: its checkpoint still holds
-                log.warning("interrupted before its first step; the checkpoint is unchanged; go on with: python -m xorrelu.resume %s", saved.out_dir)
-            else:
-                log.warning("interrupted before the first step: nothing was trained; run it again")
+            except OSError as also:
+                summary["error"] += f"; checkpoint.pt not written: {also}"
+                log.error("interrupted at step %d, but checkpoint.pt could not be written: %s", step, also)
+        elif (saved.out_dir / "checkpoint.pt").is_file():  # a resumed run: its checkpoint still holds
+            log.warning("interrupted before its first step; the checkpoint is unchanged; go on with: python -m xorrelu.resume %s", saved.out_dir)
         else:
-            summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-        summary.update(_timing(last, saved.cfg.replicas, *clock))
+            log.warning("interrupted before the first step: nothing was trained; run it again")
+    else:
+        summary.update(status="failed", error=f"{type(error).__name__}: {error}")
+    summary.update(_timing(step if step is not None else clock[2], saved.cfg.replicas, *clock))
+    try:
         write_json(saved.out_dir / "summary.json", summary)
     except OSError as also:
-        log.error("could not save everything after %s: %s", type(error).__name__, also)
+        log.error("could not write summary.json after %s: %s", type(error).__name__, also)
 
 
 def _print_progress(step: int, row: torch.Tensor) -> None:
