@@ -25,6 +25,7 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
 from xorrelu.diagnosis import CAUSES
 from xorrelu.init import INITIALIZERS
+from xorrelu.jobdir import MAX_HYDRA_CONFIG_BYTES, MAX_SUMMARY_BYTES, STATUSES, JobDirError, read_bounded
 from xorrelu.metrics import solved as is_solved
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ PER_LAYER = re.compile(r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}")  # the only ot
 # Keys that never change what is being measured: jobs differing only in these are pooled.
 NOT_EXPERIMENTAL = {"seed", "replicas", "device", "print_every", "log_every", "plot", "engine", "compile", "threads", "tensorboard"}
 SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
-STATUSES = ("running", "completed", "interrupted", "failed")  # summary.json "status", as train() writes it
 MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 
@@ -190,7 +190,11 @@ def read_summary(job_dir: Path) -> dict | None:
     path = Path(job_dir) / "summary.json"
     if not path.is_file():
         return None
-    summary, problem = _parse_summary(path.read_bytes())
+    try:
+        data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
+    except JobDirError as error:
+        raise ResultsError(str(error)) from None
+    summary, problem = _parse_summary(data)
     if problem:
         raise ResultsError(f"{path} is not a summary written by xorrelu: {problem}; restore it or run the job again")
     return summary
@@ -246,12 +250,14 @@ def nested_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Pat
 
 def _read_hydra_config(path: Path) -> dict:
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config").decode("utf-8")
         # Hydra never writes YAML aliases; refusing them keeps a "billion laughs" file from
         # expanding into gigabytes when the config is resolved.
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ResultsError(f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config")
         config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    except JobDirError as error:
+        raise ResultsError(str(error)) from None
     except (yaml.YAMLError, OmegaConfBaseException, ValueError, RecursionError) as error:  # UnicodeDecodeError too
         raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
     if not isinstance(config, dict):
