@@ -21,7 +21,10 @@ INITIALIZERS: dict[str, tuple[str, Callable[..., float]]] = {
     "normal": ("normal", lambda c, fan_in, fan_out: c.std),
     "xavier_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))),
     "xavier_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
-    "kaiming_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / fan_in)),  # gain sqrt(2), fan-in
+    "kaiming_uniform": (
+        "uniform",
+        lambda c, fan_in, fan_out: math.sqrt(6 / fan_in),
+    ),  # gain sqrt(2), fan-in
     "kaiming_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / fan_in)),
     "lecun_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(1 / fan_in)),
     "orthogonal": ("orthogonal", lambda c, fan_in, fan_out: 1.0),  # gain 1
@@ -37,7 +40,10 @@ def init_weights(cfg, shapes: list[tuple[int, int]], seeds) -> list[torch.Tensor
     distribution, scale = INITIALIZERS[cfg.name]
     seeds = list(seeds)
     if distribution == "orthogonal":
-        return [torch.stack([_orthogonal(fan_in, fan_out, seed, i) for seed in seeds]) for i, (fan_in, fan_out) in enumerate(shapes)]
+        return [
+            torch.stack([_orthogonal(fan_in, fan_out, seed, i) for seed in seeds])
+            for i, (fan_in, fan_out) in enumerate(shapes)
+        ]
     sizes = [fan_in * fan_out for fan_in, fan_out in shapes]
     raw = torch.zeros(len(seeds), sum(sizes))
     if distribution != "zeros":

@@ -43,7 +43,9 @@ def build_model(cfg, in_features: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(cfg.depth + 1):
         hidden = i < cfg.depth
-        layers.append(BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1)))
+        layers.append(
+            BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1))
+        )
         if hidden:
             layers.append(act.make(cfg.activation, cfg.replicas, cfg.width))
     model = nn.Sequential(*layers)
@@ -59,7 +61,9 @@ def linear_layers(model: nn.Sequential) -> list[BatchedLinear]:
 def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
     """Replica r draws all its weights from one generator seeded seeds[r] (see xorrelu.init)."""
     layers = linear_layers(model)
-    weights = init_weights(init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds)
+    weights = init_weights(
+        init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds
+    )
     for layer, weight in zip(layers, weights):
         layer.weight.copy_(weight)
         layer.bias.fill_(init_cfg.bias)
