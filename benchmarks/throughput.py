@@ -151,7 +151,10 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def main() -> None:
@@ -177,8 +180,9 @@ def main() -> None:
             )
         )
         print(
-            f"replicas={replicas:>6} {rows[-1][1]:<16} threads={threads} log_every={log_every:<3}: {rate:>12,.0f} model-steps/s "
-            f"= {rate / naive:7.1f}x naive, peak {result['peak_rss_mib']:,.0f} MiB, warm-up {result['warmup_seconds']:.1f} s",
+            f"replicas={replicas:>6} {rows[-1][1]:<16} threads={threads} log_every={log_every:<3}: "
+            f"{rate:>12,.0f} model-steps/s = {rate / naive:7.1f}x naive, "
+            f"peak {result['peak_rss_mib']:,.0f} MiB, warm-up {result['warmup_seconds']:.1f} s",
             flush=True,
         )
     canonical = canonical_job()
@@ -189,9 +193,11 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
         "",
-        f"Naive loop (one nn.Sequential, torch.optim.SGD, BCELoss, one thread): **{naive:,.0f} model-steps/s**.",
+        "Naive loop (one nn.Sequential, torch.optim.SGD, BCELoss, one thread): "
+        f"**{naive:,.0f} model-steps/s**.",
         "",
-        "| replicas | engine | threads | log_every | model-steps/s | × naive | peak RSS (MiB) | warm-up / compile (s) |",
+        "| replicas | engine | threads | log_every | model-steps/s | × naive | peak RSS (MiB) | "
+        "warm-up / compile (s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
@@ -200,8 +206,8 @@ def main() -> None:
     ]
     lines += [
         "",
-        f"`python -m xorrelu activation=sigmoid,relu --multirun` (2 jobs × 16 replicas × 10000 steps, with plots): "
-        f"**{canonical:.1f} s** wall.",
+        "`python -m xorrelu activation=sigmoid,relu --multirun` (2 jobs × 16 replicas × 10000 "
+        f"steps, with plots): **{canonical:.1f} s** wall.",
         "",
     ]
     (HERE / "results.md").write_text("\n".join(lines))

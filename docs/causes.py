@@ -49,7 +49,9 @@ def main() -> None:
                         " ".join(overrides),
                     )
         for ax, cause in zip(
-            axes, ["solved", "diverged", "dead", "vanished", "plateau", "slow", "other"]
+            axes,
+            ["solved", "diverged", "dead", "vanished", "plateau", "slow", "other"],
+            strict=True,
         ):
             results, job, seed, how = found[cause]
             plot.plot_decision_boundary(results, job, seed, ax=ax)

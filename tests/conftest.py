@@ -1,4 +1,5 @@
-"""Shared helpers: compose a config exactly as `python -m xorrelu` would, and run train() in-process."""
+"""Shared helpers: compose a config exactly as `python -m xorrelu` would,
+and run train() in-process."""
 
 from __future__ import annotations
 

@@ -37,14 +37,17 @@ def assert_same_updates(reference, fast, updates: int, rtol: float):
             fast.step(update=True), reference.step(update=True), rtol=rtol, atol=1e-12
         )
     fast.write_back()
-    for (name, a), b in zip(fast.model.named_parameters(), reference.model.parameters()):
+    for (name, a), b in zip(
+        fast.model.named_parameters(), reference.model.parameters(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("activation", sorted(FUSED_ACTIVATIONS))
 def test_fused_updates_equal_autograd_in_float64(activation, optimizer):
-    """One update, then two more (optimizer state), from identical states: all metrics and weights."""
+    """One update, then two more (optimizer state), from identical states:
+    all metrics and weights."""
     reference, fast = twin_engines(f"activation={activation}", *optimizer.split(), "depth=4")
     assert_same_updates(reference, fast, updates=1, rtol=1e-6)
     assert_same_updates(reference, fast, updates=2, rtol=1e-6)

@@ -484,7 +484,8 @@ def test_a_second_process_cannot_write_into_a_locked_job_dir(tmp_path):
     assert (tmp_path / "job" / "metrics.csv").is_file()
 
 
-REQUEUE = "import sys; from xorrelu.__main__ import _run_hydra; _run_hydra(sys.argv[1:])"  # what submitit runs: no preflight
+# what submitit runs: no preflight
+REQUEUE = "import sys; from xorrelu.__main__ import _run_hydra; _run_hydra(sys.argv[1:])"
 
 
 @pytest.mark.slow
@@ -606,9 +607,10 @@ def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    status = lambda job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())[
-        "status"
-    ]  # noqa: E731
+
+    def status(job):
+        return json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"]
+
     assert (
         status("0") == "completed"
         and status("1") == "interrupted"
@@ -671,7 +673,8 @@ def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, s
 # --- a save that fails (a full disk while saving) ------------------------------------------------
 def _failing_torch_save(*args, **kwargs):
     raise RuntimeError(
-        "[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0: file write failed"
+        "[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0: "
+        "file write failed"
     )
 
 

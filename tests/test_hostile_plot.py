@@ -5,16 +5,15 @@ no file it did not write is ever changed."""
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -92,7 +91,8 @@ def set_column(job: Path, column: str, values: list[str]) -> None:
 
 
 def killed(job: Path) -> None:
-    """What SIGKILL before the first flush leaves: an empty metrics.csv, a summary saying running."""
+    """What SIGKILL before the first flush leaves: an empty metrics.csv,
+    a summary saying running."""
     (job / "metrics.csv").write_bytes(b"")
     kept = ("config", "device", "engine", "versions")  # what train() writes before its first step
     edit_summary(
@@ -226,7 +226,7 @@ def no_summary_and_an_alias_bomb(job):
     (job / ".hydra").mkdir(exist_ok=True)
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
-        for p, c in zip("abc", "bcd")
+        for p, c in zip("abc", "bcd", strict=True)
     ]
     (job / ".hydra" / "config.yaml").write_text("\n".join(lines) + "\n")
 
@@ -394,7 +394,8 @@ CASES = {
     ),
     "no-job-at-all": Case(empty_dir, 2, "no job with a metrics.csv below"),
     "every-job-unusable": Case(every_job_unusable, 2, "no usable job below"),
-    # one bad job among good ones: skipped with one warning naming it, the rest plotted, listed in the report
+    # one bad job among good ones: skipped with one warning naming it, the rest plotted,
+    # listed in the report
     "sweep-with-a-sigkilled-job": Case(
         a_sweep_where_job_1(killed),
         0,
@@ -531,7 +532,9 @@ def test_group_labels_that_make_the_same_file_name_get_distinct_files(
 ):
     for i, note in enumerate(["a|b", "a b", "x" * 500]):
         copy_job(template, tmp_path / "sweep" / str(i))
-        edit_summary(tmp_path / "sweep" / str(i), lambda s: s["config"].update(note=note))
+        edit_summary(
+            tmp_path / "sweep" / str(i), lambda s, note=note: s["config"].update(note=note)
+        )
     out = plot.write_report([tmp_path / "sweep"])
     names = sorted(p.name for p in out.glob("decision_boundary*.png"))
     assert (
@@ -651,8 +654,9 @@ def test_a_sigkilled_job_in_a_sweep_is_one_warning_line_from_the_command_line(tm
     out, err = plot_process(str(tmp_path / "sweep")).communicate(timeout=120)
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("WARNING")] == [
-        f"WARNING: skipping a job, the others are plotted: {jobs[1]}/metrics.csv is empty: the job wrote no row "
-        "(killed or failed before its first flush); run it again (summary.json says running)"
+        f"WARNING: skipping a job, the others are plotted: {jobs[1]}/metrics.csv is empty: "
+        "the job wrote no row (killed or failed before its first flush); "
+        "run it again (summary.json says running)"
     ]
     assert "## Jobs not completed" in out and str(jobs[1]) in out
 

@@ -847,7 +847,8 @@ def test_a_sweep_resumes_its_good_jobs_and_reports_the_bad_one(job, tmp_path, ca
 
 
 def test_a_sweep_with_named_and_numbered_jobs(job, tmp_path, caplog):
-    """Job dirs named other than 0, 1, ... sort after the numbered ones instead of failing to sort."""
+    """Job dirs named other than 0, 1, ... sort after the numbered ones
+    instead of failing to sort."""
     caplog.set_level(logging.INFO, "xorrelu.resume")
     job("sgd", "sweep/10"), job("sgd", "sweep/9"), job("sgd", "sweep/extra")
     assert resume.main([str(tmp_path / "sweep")]) == 0  # all completed: skipped

@@ -1,4 +1,5 @@
-"""A non-editable `pip install .` finds its configs from any directory (conf/ ships as xorrelu.conf)."""
+"""A non-editable `pip install .` finds its configs from any directory
+(conf/ ships as xorrelu.conf)."""
 
 import os
 import subprocess

@@ -1,4 +1,5 @@
-"""Registries, initializers, shapes, data, and the batched model against plain per-replica models."""
+"""Registries, initializers, shapes, data, and the batched model against plain
+per-replica models."""
 
 import math
 
@@ -136,12 +137,13 @@ def test_replica_r_starts_like_a_single_run_with_seed_plus_r(init):
     batched = build_model(make_cfg("replicas=5", "seed=10", f"init={init}"), 2)
     for r in range(5):
         single = build_model(make_cfg("replicas=1", f"seed={10 + r}", f"init={init}"), 2)
-        for a, b in zip(linear_layers(batched), linear_layers(single)):
+        for a, b in zip(linear_layers(batched), linear_layers(single), strict=True):
             assert torch.equal(a.weight[r], b.weight[0]) and torch.equal(a.bias[r], b.bias[0])
 
 
 def autograd_slope(module, z, width):
-    """f'(z) per unit by autograd through the module itself (maxout: summed over a unit's pieces)."""
+    """f'(z) per unit by autograd through the module itself (maxout:
+    summed over a unit's pieces)."""
     z = z.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(module(z).sum(), z)
     return g.unflatten(-1, (width, -1)).sum(-1) if g.shape[-1] != width else g

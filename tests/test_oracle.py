@@ -28,7 +28,10 @@ def test_logged_grad_norms_equal_autograd_on_the_exported_replica(activation, dt
         loss = F.binary_cross_entropy_with_logits(plain(x).squeeze(-1), y)
         grads = torch.autograd.grad(loss, [p for m in linears for p in (m.weight, m.bias)])
         expected = torch.stack(
-            [torch.cat([gw.flatten(), gb]).norm() for gw, gb in zip(grads[::2], grads[1::2])]
+            [
+                torch.cat([gw.flatten(), gb]).norm()
+                for gw, gb in zip(grads[::2], grads[1::2], strict=True)
+            ]
         )
         torch.testing.assert_close(norms[:, r], expected, rtol=rtol, atol=1e-12)
 
@@ -39,7 +42,8 @@ def _replica_rows(metrics, seed):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_replicas_do_not_couple(train_run, optimizer):
-    """Replica r of a batched run follows the replicas=1 run of seed+r: one update to 1e-6, 20 to 1e-4."""
+    """Replica r of a batched run follows the replicas=1 run of seed+r:
+    one update to 1e-6, 20 to 1e-4."""
     _, batched, _ = train_run(
         "replicas=4", "seed=3", "steps=20", f"optimizer={optimizer}", "activation=tanh"
     )

@@ -1,4 +1,5 @@
-"""What a job writes: metrics.csv, summary.json, weights.pt — their schema, meaning and determinism."""
+"""What a job writes: metrics.csv, summary.json, weights.pt — their schema,
+meaning and determinism."""
 
 import math
 

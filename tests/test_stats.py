@@ -39,7 +39,8 @@ def test_group_summary_median_iqr_divergence_and_steps_to_solve():
     summary = group_summary(replicas, ["activation"]).set_index("activation")
     relu = summary.loc["relu"]
     assert (relu.replicas, relu.solved, relu.diverged, relu.unsolved) == (5, 1, 1, 4)
-    # the four finite costs 0.001, 0.3, 0.5, 0.7: median 0.4, quartiles 0.22525 and 0.55 (linear interpolation)
+    # the four finite costs 0.001, 0.3, 0.5, 0.7: median 0.4, quartiles 0.22525 and 0.55
+    # (linear interpolation)
     assert (relu.median_final_cost, relu.final_cost_q25, relu.final_cost_q75) == pytest.approx(
         (0.4, 0.22525, 0.55)
     )
@@ -61,7 +62,8 @@ def test_group_summary_median_iqr_divergence_and_steps_to_solve():
 
 
 def test_first_step_solved_needs_the_streak_to_last():
-    rows = [  # seed 0 solved at step 2, lost at 3, solved again from 4; seed 1 solved at the end only
+    # seed 0 solved at step 2, lost at 3, solved again from 4; seed 1 solved at the end only
+    rows = [
         (0, 0, 0.6, 0.5),
         (1, 0, 0.2, 0.75),
         (2, 0, 0.05, 1.0),

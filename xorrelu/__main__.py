@@ -54,7 +54,8 @@ def task(cfg) -> None:
             resume_job(out_dir)
         elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
             raise JobDirBusy(
-                f"{out_dir} already holds results; resume it with: python -m xorrelu.resume {out_dir}"
+                f"{out_dir} already holds results; resume it with: "
+                f"python -m xorrelu.resume {out_dir}"
             )
         else:
             train(cfg, out_dir)

@@ -12,8 +12,8 @@ ReLU (z <= 0 everywhere), a saturated sigmoid or tanh. Two rules need a word:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,7 +34,8 @@ class BatchedPReLU(nn.Module):
 
 
 class Maxout(nn.Module):
-    """Each unit outputs the largest of `pieces` consecutive inputs: [..., width*pieces] -> [..., width]."""
+    """Each unit outputs the largest of `pieces` consecutive inputs:
+    [..., width*pieces] -> [..., width]."""
 
     def __init__(self, pieces: int):
         super().__init__()
@@ -78,7 +79,8 @@ def _gelu_slope(z):
 
 
 def _maxout_slope(z, pieces):
-    """Along its winning piece a maxout unit has slope 1: [..., width*pieces] -> ones [..., width]."""
+    """Along its winning piece a maxout unit has slope 1:
+    [..., width*pieces] -> ones [..., width]."""
     return torch.ones_like(z.unflatten(-1, (-1, pieces))[..., 0])
 
 

@@ -25,8 +25,8 @@ def plot_safely(run_dir: Path) -> None:
         log.info("plots and summary: %s", out)
     except KeyboardInterrupt:
         log.warning(
-            "plotting interrupted (training results are saved; plots written so far are whole); draw them again with: "
-            "xorrelu-plot %s",
+            "plotting interrupted (training results are saved; plots written so far are whole); "
+            "draw them again with: xorrelu-plot %s",
             run_dir,
         )
         raise

@@ -138,7 +138,8 @@ class Config:
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
     engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
-    compile: Any = "auto"  # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
+    # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
+    compile: Any = "auto"
     threads: int = (
         0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once
     )
@@ -149,7 +150,8 @@ class Config:
 
 
 def register_configs() -> None:
-    """Store the schemas; conf/<group>/<name>.yaml extends /schema/<group>/<kind> in its defaults."""
+    """Store the schemas; conf/<group>/<name>.yaml extends
+    /schema/<group>/<kind> in its defaults."""
     cs = ConfigStore.instance()
     cs.store(name="schema_config", node=Config)
     schemas = {
@@ -234,7 +236,8 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
             raise ConfigError(
                 "engine",
                 "fused",
-                f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; use engine=autograd or auto",
+                f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; "
+                "use engine=autograd or auto",
             )
     for key in _POSITIVE:
         _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")

@@ -85,7 +85,8 @@ def locked(job_dir: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JobDirBusy(
-                f"another xorrelu process is writing into {job_dir}; wait for it to end (or stop it) and try again"
+                f"another xorrelu process is writing into {job_dir}; "
+                "wait for it to end (or stop it) and try again"
             ) from None
         except OSError as error:
             if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):

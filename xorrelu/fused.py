@@ -94,7 +94,8 @@ class FusedEngine:
         )  # the final measurement runs once, uncompiled
         with torch.no_grad():
             if update:
-                self.t += 1  # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+                # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+                self.t += 1
             return fn(self.weights, self.biases, self.state, self.t, update).T
 
     def state_dict(self) -> dict:
@@ -102,14 +103,14 @@ class FusedEngine:
 
     def load_state_dict(self, saved: dict) -> None:
         with torch.no_grad():
-            for mine, theirs in zip(self.state, saved["state"]):
+            for mine, theirs in zip(self.state, saved["state"], strict=False):
                 mine.copy_(theirs)
             self.t.copy_(saved["t"])
 
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():
-            for layer, w, b in zip(self.layers, self.weights, self.biases):
+            for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
                 layer.weight.copy_(w.permute(2, 0, 1))
                 layer.bias.copy_(b.T.unsqueeze(1))
 
@@ -123,7 +124,7 @@ class FusedEngine:
         n_points = self.x.shape[0]
         # forward: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas] vector
         h, inputs, pre_activations = self.x, [self.x], []
-        for i, (w, b) in enumerate(zip(weights, biases)):
+        for i, (w, b) in enumerate(zip(weights, biases, strict=False)):
             z = (
                 _sum(h[:, k : k + 1] * w[k] for k in range(w.shape[0])) + b
             )  # [points, out, replicas]
@@ -179,7 +180,7 @@ class FusedEngine:
     def _update(self, params, grads, state, t) -> None:
         """torch.optim's update rules, written out in place (same order of operations)."""
         opt, n = self.opt, len(params)  # t already counts this update
-        for k, (p, g) in enumerate(zip(params, grads)):
+        for k, (p, g) in enumerate(zip(params, grads, strict=False)):
             if opt.name == "sgd":
                 p.sub_(opt.lr * g)
             elif opt.name == "momentum":

@@ -47,16 +47,19 @@ def short(value) -> str:
 
 
 def present(path: Path) -> bool:
-    """True for anything at `path`, a dangling symlink included (that is a damaged file, not a missing one)."""
+    """True for anything at `path`, a dangling symlink included (that is a damaged file,
+    not a missing one)."""
     return os.path.lexists(path)
 
 
 def file_size(path: Path, what: str) -> int:
-    """The size of `path`, refusing anything but a regular file (a FIFO would block the read forever)."""
+    """The size of `path`, refusing anything but a regular file
+    (a FIFO would block the read forever)."""
     try:
         if not path.is_file():
             raise JobDirError(
-                f"{path} is not a regular file: cannot read {what} from it; restore the file or run the job again"
+                f"{path} is not a regular file: cannot read {what} from it; "
+                "restore the file or run the job again"
             )
         return path.stat().st_size
     except OSError as error:
@@ -64,12 +67,13 @@ def file_size(path: Path, what: str) -> int:
 
 
 def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
-    """The bytes of a regular file, refused when longer than max_bytes (read at most max_bytes + 1)."""
+    """The bytes of a regular file, refused when longer than max_bytes
+    (read at most max_bytes + 1)."""
     size = file_size(path, what)
     if size > max_bytes:
         raise JobDirError(
-            f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} can be: "
-            f"it is not one written by xorrelu; restore the file or run the job again"
+            f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} "
+            "can be: it is not one written by xorrelu; restore the file or run the job again"
         )
     try:
         with open(path, "rb") as file:
@@ -78,7 +82,8 @@ def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     if len(data) > max_bytes:
         raise JobDirError(
-            f"{path} is more than the {max_bytes / 2**20:.0f} MiB {what} can be; restore the file or run the job again"
+            f"{path} is more than the {max_bytes / 2**20:.0f} MiB {what} can be; "
+            "restore the file or run the job again"
         )
     return data
 
@@ -200,7 +205,8 @@ def check_config(config, source: str) -> None:
             for name, item in value.items():
                 if name not in fields or not _type_ok(item, fields[name]):
                     raise JobDirError(
-                        f"{source}: config {key}.{short(name)}={short(item)} is not an xorrelu config value; {fix}"
+                        f"{source}: config {key}.{short(name)}={short(item)} is not an xorrelu "
+                        f"config value; {fix}"
                     )
         elif not _type_ok(value, hint):
             raise JobDirError(f"{source}: config {key}={short(value)} has the wrong type; {fix}")
@@ -229,14 +235,17 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
                     declared = sum(member.file_size for member in members)
                     if declared > max_bytes:
                         raise JobDirError(
-                            f"{path} declares {declared / 2**20:.0f} MiB of content, more than the {max_bytes / 2**20:.0f} MiB "
-                            f"{what} of this config can hold: refused unread (damaged, or not this job's); restore the file or run the job again"
+                            f"{path} declares {declared / 2**20:.0f} MiB of content, "
+                            f"more than the {max_bytes / 2**20:.0f} MiB {what} of this config can "
+                            "hold: refused unread (damaged, or not this job's); "
+                            "restore the file or run the job again"
                         )
                     # torch does not check CRCs: a flipped bit would load as a wrong weight
                     bad = archive.testzip()
                     if bad is not None:
                         raise JobDirError(
-                            f"{path} is damaged (its member {short(bad)} fails its checksum); restore the file or run the job again"
+                            f"{path} is damaged (its member {short(bad)} fails its checksum); "
+                            "restore the file or run the job again"
                         )
             except (
                 zipfile.BadZipFile,
@@ -249,11 +258,12 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
                     start == b"PK\x03\x04"
                 ):  # it began as a zip archive but its end (the central directory) is unreadable
                     raise JobDirError(
-                        f"{path} is damaged (truncated: its zip archive ends early or is corrupt: {error}); "
-                        f"restore the file or run the job again"
+                        f"{path} is damaged (truncated: its zip archive ends early or is corrupt: "
+                        f"{error}); restore the file or run the job again"
                     ) from None
                 raise JobDirError(
-                    f"{path} is not {what} (not a zip archive as torch.save writes); restore the file or run the job again"
+                    f"{path} is not {what} (not a zip archive as torch.save writes); "
+                    "restore the file or run the job again"
                 ) from None
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None

@@ -26,7 +26,8 @@ SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h
 
 
 def solved(cost, accuracy):
-    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST (tensors or pandas columns)."""
+    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST
+    (tensors or pandas columns)."""
     return (accuracy == 1) & (cost < SOLVED_COST)
 
 
@@ -78,8 +79,8 @@ def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
     if len(layers) > 2:
         parts.append(
             norms(
-                torch.stack([l.weight.grad for l in layers[1:-1]]),
-                torch.stack([l.bias.grad for l in layers[1:-1]]),
+                torch.stack([layer.weight.grad for layer in layers[1:-1]]),
+                torch.stack([layer.bias.grad for layer in layers[1:-1]]),
             )
         )
     parts.append(norms(last.weight.grad, last.bias.grad)[None])
@@ -87,7 +88,8 @@ def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
 
 
 def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
-    """The learned PReLU slopes of all hidden layers, [depth, replicas, 1, width]; None for other activations."""
+    """The learned PReLU slopes of all hidden layers, [depth, replicas, 1, width];
+    None for other activations."""
     slopes = [m.weight for m in model if isinstance(m, BatchedPReLU)]
     return torch.stack(slopes) if slopes else None
 
@@ -95,7 +97,8 @@ def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
 def stuck_fractions(
     pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak at every point."""
+    """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak
+    at every point."""
     z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
     slopes = act.slope(act_cfg, z, prelu).abs()
     stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]

@@ -32,7 +32,10 @@ class BatchedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
-        return f"replicas={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}"
+        return (
+            f"replicas={self.weight.shape[0]}, in_features={self.in_features}, "
+            f"out_features={self.out_features}"
+        )
 
 
 def build_model(cfg, in_features: int) -> nn.Sequential:
@@ -64,14 +67,15 @@ def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
     weights = init_weights(
         init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds
     )
-    for layer, weight in zip(layers, weights):
+    for layer, weight in zip(layers, weights, strict=True):
         layer.weight.copy_(weight)
         layer.bias.fill_(init_cfg.bias)
 
 
 @torch.no_grad()
 def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
-    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU, in the same dtype."""
+    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU,
+    in the same dtype."""
     layers: list[nn.Module] = []
     for m in model:
         if isinstance(m, BatchedLinear):

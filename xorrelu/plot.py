@@ -83,6 +83,7 @@ PLATEAUS = dict(
             "0.347: 2 pairs merged, h = 1/2 on each",
         ],
         PLATEAU_COSTS,
+        strict=True,
     )
 )
 MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
@@ -97,7 +98,8 @@ CAUSE_COLORS = {
     "unknown": "#999999",
 }
 MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
-MANIFEST = ".xorrelu-plot-files"  # what this plotter wrote into an out dir: the only files it may replace there
+# what this plotter wrote into an out dir: the only files it may replace there
+MANIFEST = ".xorrelu-plot-files"
 MAX_NAME = 100  # characters of a group label in a file name
 
 
@@ -158,7 +160,8 @@ def _why_not_completed(job) -> str:
         f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
     )
     return {
-        "running": "status running: killed (SIGKILL, power loss) or still running; plotted up to its last flushed row",
+        "running": "status running: killed (SIGKILL, power loss) or still running; "
+        "plotted up to its last flushed row",
         "interrupted": f"interrupted{error}; go on with: xorrelu-resume {job.path}",
         "failed": f"failed{error}; plotted up to its last complete row",
     }.get(job.status, "no status: summary.json is missing or does not say whether it completed")
@@ -185,7 +188,8 @@ def _per_step(results: Results, group: str, column: str) -> pd.DataFrame:
 def plot_cost(results: Results, ax=None):
     """Cost vs step: median over replicas, interquartile band, faint replicas when <= 50."""
     ax = _axes(ax)
-    drawable = False  # any positive, finite cost: when every replica diverged, a log axis has nothing to show
+    # any positive, finite cost: when every replica diverged, a log axis has nothing to show
+    drawable = False
     for group in results.groups:
         table, color = _per_step(results, group, "cost"), results.color(group)
         drawable |= bool(((table.values > 0) & np.isfinite(table.values)).any())
@@ -246,7 +250,8 @@ def _layer_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def plot_grad_norms(results: Results, group: str, ax=None):
-    """One group: median gradient norm of every layer vs step, colored input (dark) to output (light)."""
+    """One group: median gradient norm of every layer vs step,
+    colored input (dark) to output (light)."""
     import matplotlib
 
     ax = _axes(ax)
@@ -283,7 +288,8 @@ def _profile(results: Results, group: str, prefix: str, at: str) -> pd.Series:
 
 
 def _plot_start_and_end(results: Results, prefix: str, ax) -> None:
-    """Per layer, a quantity at step 0 (dashed) and at the last step (solid), one color per group."""
+    """Per layer, a quantity at step 0 (dashed) and at the last step (solid),
+    one color per group."""
     for group in results.groups:
         color = results.color(group)
         start, end = (
@@ -336,9 +342,10 @@ def plot_outcomes(results: Results, ax=None):
                 s=14,
                 color=color,
                 alpha=0.75,
-                label=f"{outcome} ({len(chosen) + diverged}{', not drawn: NaN cost' if diverged else ''})",
+                label=f"{outcome} ({len(chosen) + diverged}"
+                f"{', not drawn: NaN cost' if diverged else ''})",
             )
-    for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."]):
+    for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."], strict=True):
         ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=label)
     tilt = len(results.groups) > 4
     ax.set_xticks(
@@ -384,7 +391,8 @@ _MODELS: dict = {}
 
 
 def _load_model(job: str, which: str):
-    """(batched model, seeds) of a job's weights.pt; ResultsError (one line) for a file that is not one."""
+    """(batched model, seeds) of a job's weights.pt;
+    ResultsError (one line) for a file that is not one."""
     key = (job, which)
     if key not in _MODELS:
         if len(_MODELS) > 8:
@@ -409,7 +417,8 @@ def _load_model(job: str, which: str):
             OmegaConfBaseException,
         ) as error:
             raise ResultsError(
-                f"{path} is not a weights file written by xorrelu ({str(error).strip().splitlines()[0][:160]})"
+                f"{path} is not a weights file written by xorrelu "
+                f"({str(error).strip().splitlines()[0][:160]})"
             ) from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]
@@ -449,7 +458,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
         rows = rows[
             [
                 (Path(job) / "weights.pt").is_file() and seed in _load_model(job, "final")[1]
-                for job, seed in zip(rows.job, rows.seed)
+                for job, seed in zip(rows.job, rows.seed, strict=True)
             ]
         ]
         rows = rows.head(MAX_BOUNDARIES)
@@ -458,7 +467,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             continue
         panels = [
             (job, seed, which)
-            for job, seed in zip(rows.job, rows.seed)
+            for job, seed in zip(rows.job, rows.seed, strict=True)
             for which in (("initial", "final") if initial else ("final",))
         ]
         ncols = 4
@@ -469,7 +478,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             ncols=ncols,
             squeeze=False,
         )
-        for ax, (job, seed, which) in zip(axes.flat, panels):
+        for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
             plot_decision_boundary(results, job, int(seed), which, ax=ax)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
@@ -584,7 +593,7 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
         squeeze=False,
         sharey=True,
     )
-    for ax, group in zip(axes.flat, results.groups):
+    for ax, group in zip(axes.flat, results.groups, strict=False):
         plot_grad_norms(results, group, ax=ax)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
@@ -601,7 +610,8 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
 
 
 def _inputs(config: dict) -> int | None:
-    """Inputs of a job's dataset; None when its config does not name one (results checked the name)."""
+    """Inputs of a job's dataset; None when its config does not name one
+    (results checked the name)."""
     if config.get("dataset.name") is None:
         return None
     return dataset_shape(
@@ -632,7 +642,8 @@ def _claim(out_dir: Path, names: list[str], ours_by_default: bool) -> None:
     report is refused before anything is written, so nothing of theirs is overwritten."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ResultsError(
-            f"cannot write the plots into {out_dir}: it is a file, not a directory; choose another --out"
+            f"cannot write the plots into {out_dir}: it is a file, not a directory; "
+            "choose another --out"
         )
     listed = _manifest(out_dir)
     foreign = [
@@ -643,8 +654,8 @@ def _claim(out_dir: Path, names: list[str], ours_by_default: bool) -> None:
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise ResultsError(
-            f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; it is left as it is: "
-            "choose another --out or move it away"
+            f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; "
+            "it is left as it is: choose another --out or move it away"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(
@@ -661,22 +672,45 @@ def _manifest(out_dir: Path) -> set[str]:
 
 
 CAPTIONS = {
-    "cost": "Cost vs step, log scale: thick line the median over replicas, band the interquartile range, faint lines single replicas. "
-    "A band that splits means some replicas solve XOR and others stay on a plateau.",
-    "accuracy": "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; dashed: mean accuracy. "
-    "A solved fraction that stops rising means the rest are stuck, not slow.",
-    "grad_norms": "Median gradient norm of each Linear layer vs step, dark = input layer, light = output layer, log scale. "
-    "Layers far below the output layer are where the gradient vanished.",
-    "grad_profile": "Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the end (solid). "
-    "A line falling to the left is a gradient vanishing on its way to the input.",
-    "outcomes": "Final cost of every replica, colored by why it is unsolved (diverged, dead, vanished, plateau, slow, other). "
-    "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347.",
-    "stuck_units": "Mean fraction of stuck units per hidden layer (slope below 1% of its peak at every point), at step 0 and at the end. "
-    "A layer at 1 is dead: nothing passes it.",
-    "success_heatmap": "Solved rate per combination of the two swept keys, with the number of replicas. "
-    "Read across a row to see where a setting starts or stops training.",
-    "decision_boundary": "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), the XOR points on top (white y = 1, black y = 0). "
-    "A solved net separates the white points from the black; a dead or vanished one is one flat color.",
+    "cost": (
+        "Cost vs step, log scale: thick line the median over replicas, band the interquartile "
+        "range, faint lines single replicas. "
+        "A band that splits means some replicas solve XOR and others stay on a plateau."
+    ),
+    "accuracy": (
+        "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; "
+        "dashed: mean accuracy. "
+        "A solved fraction that stops rising means the rest are stuck, not slow."
+    ),
+    "grad_norms": (
+        "Median gradient norm of each Linear layer vs step, "
+        "dark = input layer, light = output layer, log scale. "
+        "Layers far below the output layer are where the gradient vanished."
+    ),
+    "grad_profile": (
+        "Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the end (solid). "
+        "A line falling to the left is a gradient vanishing on its way to the input."
+    ),
+    "outcomes": (
+        "Final cost of every replica, colored by why it is unsolved "
+        "(diverged, dead, vanished, plateau, slow, other). "
+        "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347."
+    ),
+    "stuck_units": (
+        "Mean fraction of stuck units per hidden layer "
+        "(slope below 1% of its peak at every point), at step 0 and at the end. "
+        "A layer at 1 is dead: nothing passes it."
+    ),
+    "success_heatmap": (
+        "Solved rate per combination of the two swept keys, with the number of replicas. "
+        "Read across a row to see where a setting starts or stops training."
+    ),
+    "decision_boundary": (
+        "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), "
+        "the XOR points on top (white y = 1, black y = 0). "
+        "A solved net separates the white points from the black; "
+        "a dead or vanished one is one flat color."
+    ),
 }
 
 
@@ -699,19 +733,24 @@ def write_html(results: Results, out_dir: Path, names: list[str]) -> Path:
         image = base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode()
         caption = CAPTIONS["decision_boundary" if name.startswith("decision_boundary") else name]
         sections.append(
-            f'<figure><h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{image}">'
+            f'<figure><h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" '
+            f'src="data:image/png;base64,{image}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xorrelu report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:0.9em}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:100%}} figcaption{{color:#555;max-width:900px}}</style>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} \
+table{{border-collapse:collapse;font-size:0.9em}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:100%}} \
+figcaption{{color:#555;max-width:900px}}</style>
 </head><body>
 <h1>xorrelu report</h1>
-<p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} group(s) from {len(results.metrics.job.unique())} job(s).</p>
+<p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} \
+group(s) from {len(results.metrics.job.unique())} job(s).</p>
 <h2>Summary</h2>
 {table}
-<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
+<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. \
+Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
 {_not_completed_html(results)}{"".join(sections)}
 </body></html>
 """
@@ -740,7 +779,8 @@ def newest_run(outputs: Path = Path("outputs")) -> Path:
     candidates = [p for p in candidates if any(p.rglob("summary.json"))]
     if not candidates:
         raise ResultsError(
-            f"no run with a summary.json under {outputs}/; pass a PATH or train first: python -m xorrelu"
+            f"no run with a summary.json under {outputs}/; pass a PATH or train first: "
+            "python -m xorrelu"
         )
     return max(candidates, key=lambda p: (p.parent.name, p.name))
 
@@ -779,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:  # noqa: BLE001 — a bug, but still one line and never a half-written file
         print(
-            f"xorrelu-plot: error: unexpected {type(error).__name__}: {_flat(error)[:300]} (a bug in xorrelu-plot; please report it)",
+            f"xorrelu-plot: error: unexpected {type(error).__name__}: "
+            f"{_flat(error)[:300]} (a bug in xorrelu-plot; please report it)",
             file=sys.stderr,
         )
         return 1

@@ -71,7 +71,8 @@ class Plan:
                 done += 1
             else:
                 lines.append(
-                    f"{summary.parent.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}"
+                    f"{summary.parent.relative_to(self.sweep_dir)}: "
+                    f"{status}{': ' + error if error else ''}"
                 )
         missing = self.jobs - done - len(lines)
         if missing > 0:
@@ -118,7 +119,8 @@ def _check_subdirs(overrides: list[str]) -> None:
                 value = arg.split("=", 1)[1].strip("'\"")
                 if value.startswith(("/", "~")) or ".." in Path(value).parts:
                     raise Refused(
-                        f"{key}={value!r} leaves the run's dir; give a name inside it (no '/' at the start, no '..')"
+                        f"{key}={value!r} leaves the run's dir; give a name inside it (no '/' at "
+                        "the start, no '..')"
                     )
 
 
@@ -265,7 +267,8 @@ def _check_dir_unguarded(out_dir: Path, key: str, multirun: bool) -> None:
     for part in out_dir.parts:
         if len(os.fsencode(part)) > 255:
             raise Refused(
-                f"cannot write results under {key}: the name {part[:40]}... is longer than 255 bytes; choose a shorter one"
+                f"cannot write results under {key}: the name {part[:40]}... "
+                "is longer than 255 bytes; choose a shorter one"
             )
     absolute = out_dir.absolute()
     for path in [absolute, *absolute.parents]:
@@ -281,8 +284,9 @@ def _check_dir_unguarded(out_dir: Path, key: str, multirun: bool) -> None:
         if holds:
             what, verb = ("a sweep", "finish its jobs") if multirun else ("a run", "continue it")
             raise Refused(
-                f"{out_dir} already holds {what} ({holds} is there); nothing was changed. To {verb}: "
-                f"python -m xorrelu.resume {out_dir}; to start anew, choose another {key} (or leave it out)"
+                f"{out_dir} already holds {what} ({holds} is there); nothing was changed. "
+                f"To {verb}: python -m xorrelu.resume {out_dir}; to start anew, "
+                f"choose another {key} (or leave it out)"
             )
         _check_writable(out_dir, out_dir)
 
@@ -309,7 +313,8 @@ def _check_writable(path: Path, out_dir: Path) -> None:
     if read_only or not os.access(path, os.W_OK | os.X_OK):
         reason = "is on a read-only file system" if read_only else "is not writable"
         raise Refused(
-            f"cannot write results under {out_dir}: {path} {reason} ({errno.errorcode.get(errno.EROFS if read_only else errno.EACCES)})"
+            f"cannot write results under {out_dir}: {path} {reason} "
+            f"({errno.errorcode.get(errno.EROFS if read_only else errno.EACCES)})"
         )
 
 

@@ -2,7 +2,8 @@
 out which config keys make the experiment differ between them.
 
     import xorrelu
-    metrics = xorrelu.load("outputs/multirun/2026-11-28/17-02-07-722908")   # one row per step per replica
+    # one row per step per replica
+    metrics = xorrelu.load("outputs/multirun/2026-11-28/17-02-07-722908")
     metrics.groupby(["activation", "step"]).cost.median()
 """
 
@@ -141,7 +142,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(file, usecols=_wanted)
     except pd.errors.EmptyDataError:
         raise ResultsError(
-            f"{path} is empty: the job wrote no row (killed or failed before its first flush); run it again"
+            f"{path} is empty: the job wrote no row (killed or failed before its first flush); "
+            "run it again"
         ) from None
     except (
         ValueError,
@@ -158,7 +160,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
     if frame.empty:
         raise ResultsError(
-            f"{path} has a header but no complete row: the job was stopped before its first flush; run it again"
+            f"{path} has a header but no complete row: the job was stopped before its first flush; "
+            "run it again"
         )
     for column in frame.columns:
         frame[column] = _numbers(frame[column], path)
@@ -189,7 +192,8 @@ def _ends_with_newline(file) -> bool:
 
 
 def _numbers(column: pd.Series, path: Path) -> pd.Series:
-    """A metrics column as numbers; text where a number belongs (or true/false) makes the job unusable."""
+    """A metrics column as numbers; text where a number belongs (or true/false)
+    makes the job unusable."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return column
     values = pd.to_numeric(column.astype(object), errors="coerce")
@@ -238,7 +242,8 @@ def read_summary(job_dir: Path) -> dict | None:
     summary, problem = _parse_summary(data)
     if problem:
         raise ResultsError(
-            f"{path} is not a summary written by xorrelu: {problem}; restore it or run the job again"
+            f"{path} is not a summary written by xorrelu: {problem}; "
+            "restore it or run the job again"
         )
     return summary
 
@@ -275,13 +280,15 @@ def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
         if replica.get("cause") is not None and replica["cause"] not in CAUSES:
             return (
                 None,
-                f"replicas[{i}].cause is {_short(replica['cause'])}, not one of {', '.join(CAUSES)} or null",
+                f"replicas[{i}].cause is {_short(replica['cause'])}, "
+                f"not one of {', '.join(CAUSES)} or null",
             )
     return summary, None
 
 
 def read_config(job_dir: Path, summary: dict | None = None) -> dict:
-    """The job's resolved config, flattened to dotted keys (summary.json, else .hydra/config.yaml)."""
+    """The job's resolved config, flattened to dotted keys (summary.json,
+    else .hydra/config.yaml)."""
     return flatten_config(*nested_config(job_dir, summary))
 
 
@@ -322,7 +329,8 @@ def _read_hydra_config(path: Path) -> dict:
         raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
     if not isinstance(config, dict):
         raise ResultsError(
-            f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, not a mapping"
+            f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, "
+            "not a mapping"
         )
     return config
 
@@ -364,7 +372,8 @@ def flatten_config(config: dict, source: Path) -> dict:
 
 
 def read_causes(job_dir: Path) -> dict:
-    """seed -> cause, as the training job diagnosed it (the plotter never rewrites a job's files)."""
+    """seed -> cause, as the training job diagnosed it
+    (the plotter never rewrites a job's files)."""
     summary = read_summary(job_dir) or {}
     return {int(r["seed"]): r.get("cause") for r in summary.get("replicas") or []}
 
@@ -521,7 +530,7 @@ def job_outcomes(job: Job) -> pd.DataFrame:
     out = replica_outcomes(job.metrics)
     out["cause"] = [
         None if solved else job.causes.get(int(seed), "unknown")
-        for seed, solved in zip(out.seed, out.solved)
+        for seed, solved in zip(out.seed, out.solved, strict=True)
     ]
     return out
 

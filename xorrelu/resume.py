@@ -45,7 +45,8 @@ from xorrelu.train import Interrupted, make_engine, train
 
 log = logging.getLogger("xorrelu.resume")
 
-# What xorrelu.train._save_checkpoint writes, with the type each value must have ("rng" is never read).
+# What xorrelu.train._save_checkpoint writes, with the type each value must have
+# ("rng" is never read).
 CHECKPOINT = {
     "step": int,
     "model": dict,
@@ -89,7 +90,8 @@ def _saved(job_dir: Path) -> tuple[dict | None, dict]:
         )
     else:
         raise ResumeError(
-            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): not an xorrelu job dir"
+            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
+            "not an xorrelu job dir"
         )
     check_config(config, str(source))
     return summary, config
@@ -127,7 +129,10 @@ def _mismatch(saved, expected, where: str) -> str | None:
         if not isinstance(saved, torch.Tensor) or saved.layout != torch.strided:
             return f"{where} is {short(saved)}, not a tensor"
         if saved.shape != expected.shape or saved.dtype != expected.dtype:
-            return f"{where} is {saved.dtype} {list(saved.shape)}, not {expected.dtype} {list(expected.shape)}"
+            return (
+                f"{where} is {saved.dtype} {list(saved.shape)}, "
+                f"not {expected.dtype} {list(expected.shape)}"
+            )
         return None
     if isinstance(expected, dict):
         if not isinstance(saved, dict) or set(saved) != set(expected):
@@ -143,7 +148,10 @@ def _mismatch(saved, expected, where: str) -> str | None:
         return next(
             filter(
                 None,
-                (_mismatch(s, e, f"{where}[{i}]") for i, (s, e) in enumerate(zip(saved, expected))),
+                (
+                    _mismatch(s, e, f"{where}[{i}]")
+                    for i, (s, e) in enumerate(zip(saved, expected, strict=True))
+                ),
             ),
             None,
         )
@@ -196,20 +204,23 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     if head != header:
         raise ResumeError(
-            f"{path} does not start with the header of this config's columns ({short(header.decode())}); {fix}"
+            f"{path} does not start with the header of this config's columns "
+            f"({short(header.decode())}); {fix}"
         )
     if (csv_bytes == len(header)) != (
         step == 0
     ):  # step 0 is always logged: rows exactly when step > 0
         rows = "no rows" if step else "rows"
         raise ResumeError(
-            f"{path} has {rows} before byte {csv_bytes}, but {checkpoint_path} is at step {step}; {fix}"
+            f"{path} has {rows} before byte {csv_bytes}, but {checkpoint_path} is at step {step}; "
+            f"{fix}"
         )
     if step == 0:
         return
     if not tail.endswith(b"\n"):
         raise ResumeError(
-            f"{checkpoint_path} says the rows end at byte {csv_bytes} of {path}, which is inside a row; {fix}"
+            f"{checkpoint_path} says the rows end at byte {csv_bytes} of {path}, "
+            f"which is inside a row; {fix}"
         )
     start = tail.rfind(b"\n", 0, len(tail) - 1)
     fields = tail[start + 1 : -1].split(b",")
@@ -219,7 +230,8 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
         last_step = last_seed = None
     if start < 0 or len(fields) != len(names) or last_step is None:
         raise ResumeError(
-            f"{path} has no row of this config's {len(names)} columns just before byte {csv_bytes}; {fix}"
+            f"{path} has no row of this config's {len(names)} columns just before byte "
+            f"{csv_bytes}; {fix}"
         )
     if last_seed != cfg.seed + cfg.replicas - 1:
         raise ResumeError(
@@ -237,10 +249,12 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
 
 
 def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> None:
-    """The checkpoint's plain values: present, of their types, in range, and of this job's config."""
+    """The checkpoint's plain values: present, of their types, in range,
+    and of this job's config."""
     if not isinstance(checkpoint, dict):
         raise ResumeError(
-            f"{path} is not an xorrelu checkpoint (it holds a {type(checkpoint).__name__}, not a dict)"
+            f"{path} is not an xorrelu checkpoint (it holds a {type(checkpoint).__name__}, "
+            "not a dict)"
         )
     missing = sorted(set(CHECKPOINT) - set(checkpoint))
     if missing:
@@ -249,13 +263,15 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
         if not isinstance(checkpoint[key], kind) or kind is int and type(checkpoint[key]) is bool:
             raise _damaged(
                 path,
-                f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} {kind.__name__}",
+                f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} "
+                f"{kind.__name__}",
             )
     check_config(checkpoint["config"], str(path))
     changed = _differences(checkpoint["config"], config)
     if changed:
         raise ResumeError(
-            f"the config in {job_dir} is not the one its checkpoint was made with: {'; '.join(changed)}"
+            f"the config in {job_dir} is not the one its checkpoint was made with: "
+            f"{'; '.join(changed)}"
         )
 
     step, engine, threads = checkpoint["step"], checkpoint["engine"], checkpoint["threads"]
@@ -312,7 +328,8 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
     if set(recorder) != {"csv_bytes", *RECORDER}:
         raise _damaged(
             path,
-            f"recorder has the keys {short(sorted(map(str, recorder)))}, not csv_bytes, {', '.join(RECORDER)}",
+            f"recorder has the keys {short(sorted(map(str, recorder)))}, not csv_bytes, "
+            f"{', '.join(RECORDER)}",
         )
     if type(recorder["csv_bytes"]) is not int:
         raise _damaged(path, f"recorder csv_bytes is {short(recorder['csv_bytes'])}, not an int")
@@ -337,7 +354,8 @@ def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
     path = job_dir / "checkpoint.pt"
     if not present(path):
         raise ResumeError(
-            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves none: run it again)"
+            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
+            "none: run it again)"
         )
     x, y = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
@@ -360,14 +378,16 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
     target = config["steps"] if steps is None else steps
     if target < config["steps"]:
         raise ResumeError(
-            f"--steps {target} would shorten {job_dir}, which runs {config['steps']} steps: --steps may only extend a run"
+            f"--steps {target} would shorten {job_dir}, which runs {config['steps']} steps: "
+            "--steps may only extend a run"
         )
     if summary and summary["status"] == "completed" and target == config["steps"]:
         log.info("skipping %s: completed", job_dir)
         return None
     if present(job_dir / "xorrelu.log") and not (job_dir / "xorrelu.log").is_file():
         raise ResumeError(
-            f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to it; move it away"
+            f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to "
+            "it; move it away"
         )
     cfg = OmegaConf.create({**config, "steps": target})
     try:

@@ -51,7 +51,8 @@ def _handle(signum, frame) -> None:
         name = signal.Signals(signum).name
         os.write(
             2,
-            f"\n{name}: saving... (the results are being written; xorrelu stops by itself)\n".encode(),
+            f"\n{name}: saving... "
+            "(the results are being written; xorrelu stops by itself)\n".encode(),
         )
     if _state.stopping:
         return

@@ -33,7 +33,7 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         steps_to_solve = group.first_step_solved.dropna()
         rows.append(
             {
-                **dict(zip(keys, values)),
+                **dict(zip(keys, values, strict=False)),
                 "replicas": n,
                 "solved": solved,
                 "solved_rate": solved / n,
@@ -66,8 +66,14 @@ def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
     """The group table as a person reads it: header and formatted rows (summary.md, report.html)."""
     rows = []
     for row in summary.to_dict("records"):
-        solved = f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} [{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
-        cost = f"{row['median_final_cost']:.3g} [{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
+        solved = (
+            f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} "
+            f"[{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
+        )
+        cost = (
+            f"{row['median_final_cost']:.3g} "
+            f"[{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
+        )
         steps = (
             "" if np.isnan(row["median_steps_to_solve"]) else f"{row['median_steps_to_solve']:.0f}"
         )

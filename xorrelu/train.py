@@ -59,7 +59,8 @@ OPTIMIZERS = {
 }
 
 
-COMPILE_AUTO_MODEL_STEPS = 2_000_000  # compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
+# compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
+COMPILE_AUTO_MODEL_STEPS = 2_000_000
 
 
 def resolve_device(device) -> torch.device:
@@ -141,7 +142,8 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     out_dir = Path(out_dir)
     if checkpoint and not 0 <= checkpoint["step"] <= cfg.steps:  # xorrelu.resume checks this first
         raise ValueError(
-            f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: resuming would cut metrics.csv and run no step"
+            f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: "
+            "resuming would cut metrics.csv and run no step"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     with signals.installed(), locked(out_dir):
@@ -320,7 +322,8 @@ class _Saved:
 
 
 def _save_checkpoint(saved: _Saved, step: int, recorder_state: dict) -> None:
-    """Everything a run needs to go on from `step` (the next step to measure; `step` updates done)."""
+    """Everything a run needs to go on from `step` (the next step to measure;
+    `step` updates done)."""
     saved.engine.write_back()
     save_torch(
         saved.out_dir / "checkpoint.pt",
@@ -372,7 +375,8 @@ def _save_what_we_have(
             try:
                 _save_checkpoint(saved, step, state)
                 log.warning(
-                    "interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s",
+                    "interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: "
+                    "python -m xorrelu.resume %s",
                     step,
                     saved.out_dir,
                 )
@@ -385,7 +389,8 @@ def _save_what_we_have(
             saved.out_dir / "checkpoint.pt"
         ).is_file():  # a resumed run: its checkpoint still holds
             log.warning(
-                "interrupted before its first step; the checkpoint is unchanged; go on with: python -m xorrelu.resume %s",
+                "interrupted before its first step; the checkpoint is unchanged; go on with: "
+                "python -m xorrelu.resume %s",
                 saved.out_dir,
             )
         else:
