@@ -72,7 +72,9 @@ def naive_loop(steps: int = 3000) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def child(replicas: int, engine: str, compile_: bool, threads: int, steps: int, log_every: int) -> None:
+def child(
+    replicas: int, engine: str, compile_: bool, threads: int, steps: int, log_every: int
+) -> None:
     """One configuration through the project's own train(); prints one JSON line."""
     import logging
 
@@ -84,18 +86,41 @@ def child(replicas: int, engine: str, compile_: bool, threads: int, steps: int, 
 
     logging.disable(logging.INFO)
     register_configs()
-    overrides = [f"replicas={replicas}", f"engine={engine}", f"compile={str(compile_).lower()}", f"threads={threads}",
-                 f"steps={steps}", f"log_every={log_every}", f"print_every={steps}"]
+    overrides = [
+        f"replicas={replicas}",
+        f"engine={engine}",
+        f"compile={str(compile_).lower()}",
+        f"threads={threads}",
+        f"steps={steps}",
+        f"log_every={log_every}",
+        f"print_every={steps}",
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({k: summary[k] for k in ("model_steps_per_second", "warmup_seconds", "engine", "compiled", "threads")} | {"peak_rss_mib": peak_mib}))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "model_steps_per_second",
+                    "warmup_seconds",
+                    "engine",
+                    "compiled",
+                    "threads",
+                )
+            }
+            | {"peak_rss_mib": peak_mib}
+        )
+    )
 
 
 def run_child(*args) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -105,16 +130,31 @@ def canonical_job() -> float:
     """Wall seconds of `python -m xorrelu activation=sigmoid,relu --multirun` (plots included)."""
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "xorrelu", "activation=sigmoid,relu", "--multirun"], cwd=cwd, check=True,
-                       capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(
+            [sys.executable, "-m", "xorrelu", "activation=sigmoid,relu", "--multirun"],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         return time.perf_counter() - start
 
 
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def main() -> None:
@@ -127,10 +167,24 @@ def main() -> None:
     for replicas, engine, compile_, threads, steps, log_every in RUNS:
         result = run_child(replicas, engine, compile_, threads, steps, log_every)
         rate = result["model_steps_per_second"]
-        rows.append((replicas, engine + (", compiled" if result["compiled"] else ""), threads, log_every, rate, rate / naive,
-                     result["peak_rss_mib"], result["warmup_seconds"]))
-        print(f"replicas={replicas:>6} {rows[-1][1]:<16} threads={threads} log_every={log_every:<3}: {rate:>12,.0f} model-steps/s "
-              f"= {rate / naive:7.1f}x naive, peak {result['peak_rss_mib']:,.0f} MiB, warm-up {result['warmup_seconds']:.1f} s", flush=True)
+        rows.append(
+            (
+                replicas,
+                engine + (", compiled" if result["compiled"] else ""),
+                threads,
+                log_every,
+                rate,
+                rate / naive,
+                result["peak_rss_mib"],
+                result["warmup_seconds"],
+            )
+        )
+        print(
+            f"replicas={replicas:>6} {rows[-1][1]:<16} threads={threads} log_every={log_every:<3}: "
+            f"{rate:>12,.0f} model-steps/s = {rate / naive:7.1f}x naive, "
+            f"peak {result['peak_rss_mib']:,.0f} MiB, warm-up {result['warmup_seconds']:.1f} s",
+            flush=True,
+        )
     canonical = canonical_job()
     print(f"canonical job: {canonical:.1f} s", flush=True)
 
@@ -139,14 +193,23 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
         "",
-        f"Naive loop (one nn.Sequential, torch.optim.SGD, BCELoss, one thread): **{naive:,.0f} model-steps/s**.",
+        "Naive loop (one nn.Sequential, torch.optim.SGD, BCELoss, one thread): "
+        f"**{naive:,.0f} model-steps/s**.",
         "",
-        "| replicas | engine | threads | log_every | model-steps/s | × naive | peak RSS (MiB) | warm-up / compile (s) |",
+        "| replicas | engine | threads | log_every | model-steps/s | × naive | peak RSS (MiB) | "
+        "warm-up / compile (s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r} | {e} | {t} | {le} | {rate:,.0f} | {ratio:,.1f} | {rss:,.0f} | {warm:.1f} |" for r, e, t, le, rate, ratio, rss, warm in rows]
-    lines += ["", f"`python -m xorrelu activation=sigmoid,relu --multirun` (2 jobs × 16 replicas × 10000 steps, with plots): "
-              f"**{canonical:.1f} s** wall.", ""]
+    lines += [
+        f"| {r} | {e} | {t} | {le} | {rate:,.0f} | {ratio:,.1f} | {rss:,.0f} | {warm:.1f} |"
+        for r, e, t, le, rate, ratio, rss, warm in rows
+    ]
+    lines += [
+        "",
+        "`python -m xorrelu activation=sigmoid,relu --multirun` (2 jobs × 16 replicas × 10000 "
+        f"steps, with plots): **{canonical:.1f} s** wall.",
+        "",
+    ]
     (HERE / "results.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'results.md'}")
 

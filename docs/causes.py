@@ -1,6 +1,6 @@
 """Draw docs/causes.png, the README's failure taxonomy: one replica per cause, from real runs.
 
-    python docs/causes.py        # ~30 s; trains small runs in a temp dir with xorrelu itself
+python docs/causes.py        # ~30 s; trains small runs in a temp dir with xorrelu itself
 """
 
 import logging
@@ -42,8 +42,17 @@ def main() -> None:
             for cause in wanted:
                 rows = results.replicas[results.replicas.cause.fillna("solved") == cause]
                 if len(rows):
-                    found[cause] = (results, rows.job.iloc[0], int(rows.seed.iloc[0]), " ".join(overrides))
-        for ax, cause in zip(axes, ["solved", "diverged", "dead", "vanished", "plateau", "slow", "other"]):
+                    found[cause] = (
+                        results,
+                        rows.job.iloc[0],
+                        int(rows.seed.iloc[0]),
+                        " ".join(overrides),
+                    )
+        for ax, cause in zip(
+            axes,
+            ["solved", "diverged", "dead", "vanished", "plateau", "slow", "other"],
+            strict=True,
+        ):
             results, job, seed, how = found[cause]
             plot.plot_decision_boundary(results, job, seed, ax=ax)
             ax.set_title(f"{cause}\n{ax.get_title()}", fontsize="small")

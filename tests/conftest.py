@@ -1,4 +1,5 @@
-"""Shared helpers: compose a config exactly as `python -m xorrelu` would, and run train() in-process."""
+"""Shared helpers: compose a config exactly as `python -m xorrelu` would,
+and run train() in-process."""
 
 from __future__ import annotations
 
@@ -28,7 +29,14 @@ def run_cli(*args: str, cwd: Path, env_extra: dict | None = None):
 
     env = {**os.environ, **(env_extra or {})}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "xorrelu", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "xorrelu", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -42,7 +50,6 @@ def train_run(tmp_path):
         return summary, pd.read_csv(out / "metrics.csv"), out
 
     return run
-
 
 
 def snapshot(root: Path, exclude: tuple[str, ...] = ()) -> dict:

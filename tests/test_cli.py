@@ -42,7 +42,11 @@ def test_two_runs_in_the_same_second_get_distinct_dirs(tmp_path):
     import sys
 
     procs = [
-        subprocess.Popen([sys.executable, "-m", "xorrelu", "steps=2", "replicas=1"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "xorrelu", "steps=2", "replicas=1"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+        )
         for _ in range(2)
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -80,13 +84,17 @@ def test_bad_input_is_one_clear_message_and_leaves_no_results(tmp_path, override
 
     if overrides == ["device=cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
-    proc = run_cli("steps=2", *overrides, cwd=tmp_path)  # the override under test comes last, so it wins
+    proc = run_cli(
+        "steps=2", *overrides, cwd=tmp_path
+    )  # the override under test comes last, so it wins
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     for word in words:
         assert word in proc.stderr, proc.stderr
     assert result_files(tmp_path) == []
-    assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").rglob("*.yaml"))
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").rglob("*.yaml")
+    )
 
 
 def test_bad_value_in_a_sweep_is_refused_the_same_way(tmp_path):

@@ -26,9 +26,15 @@ def test_sigmoid_depth_10_vanishes(train_run):
 
 def test_relu_nets_die_or_merge_points(train_run):
     summary, _, _ = train_run("activation=relu", "steps=2000", "log_every=50")
-    unsolved = [(rep["cause"], rep["final_cost"]) for rep in summary["replicas"] if not rep["solved"]]
+    unsolved = [
+        (rep["cause"], rep["final_cost"]) for rep in summary["replicas"] if not rep["solved"]
+    ]
     assert {cause for cause, _ in unsolved} <= {"dead", "plateau"} and unsolved
-    assert all(abs(cost - 0.4774) < 2e-3 or abs(cost - math.log(2)) < 2e-3 for cause, cost in unsolved if cause == "plateau")
+    assert all(
+        abs(cost - 0.4774) < 2e-3 or abs(cost - math.log(2)) < 2e-3
+        for cause, cost in unsolved
+        if cause == "plateau"
+    )
     assert all(rep["cause"] is None for rep in summary["replicas"] if rep["solved"])
 
 
@@ -40,7 +46,9 @@ def test_a_zeroed_layer_is_dead(train_run, monkeypatch):
         model = build_model(cfg, in_features)
         with torch.no_grad():
             linear_layers(model)[4].weight.zero_()
-            linear_layers(model)[4].bias.fill_(-1.0)  # every unit of layer 5 below zero for every input
+            linear_layers(model)[4].bias.fill_(
+                -1.0
+            )  # every unit of layer 5 below zero for every input
         return model
 
     monkeypatch.setattr(xorrelu.train, "build_model", zeroed)
@@ -49,14 +57,18 @@ def test_a_zeroed_layer_is_dead(train_run, monkeypatch):
 
 
 def test_a_huge_learning_rate_diverges(train_run):
-    summary, _, _ = train_run("activation=elu", "optimizer.lr=10", "depth=3", "steps=50", "replicas=8")
+    summary, _, _ = train_run(
+        "activation=elu", "optimizer.lr=10", "depth=3", "steps=50", "replicas=8"
+    )
     assert [rep["cause"] for rep in summary["replicas"] if rep["diverged"]] == ["diverged"]
 
 
 def test_tanh_stopped_early_is_slow(train_run):
     summary, _, _ = train_run("activation=tanh", "steps=50")
     unsolved = [cause for cause in causes_of(summary) if cause]
-    assert unsolved.count("slow") > len(unsolved) / 2  # most of those not yet solved are still falling
+    assert (
+        unsolved.count("slow") > len(unsolved) / 2
+    )  # most of those not yet solved are still falling
 
 
 def t(*values, dtype=torch.float32):
@@ -69,7 +81,9 @@ def test_precedence_and_other_on_hand_made_numbers():
         diverged=t(True, False, False, False, False, False, False, dtype=torch.bool),
         final_cost=t(float("nan"), 0.6931, 0.6931, 0.4774, 0.2, 0.2, 0.01),
         final_stuck=t([0.2], [1.0], [0.0], [0.0], [0.0], [0.0], [0.0]),
-        first_ratio=t(1e-6, float("nan"), 1e-6, 1e-6, 0.5, 0.5, 0.5),  # replica 1: dead at init, 0/0
+        first_ratio=t(
+            1e-6, float("nan"), 1e-6, 1e-6, 0.5, 0.5, 0.5
+        ),  # replica 1: dead at init, 0/0
         below_ln2=t(False, False, False, True, True, True, True, dtype=torch.bool),
         cost_at_90=t(0.7, 0.6931, 0.6931, 0.4774, 0.3, 0.2005, 0.02),
     )
@@ -85,10 +99,15 @@ def test_causes_survive_an_interruption_and_resume(tmp_path):
     from xorrelu import resume
     from xorrelu.train import Interrupted
 
-    train(make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"), tmp_path / "whole")
+    train(
+        make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"), tmp_path / "whole"
+    )
     threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     with pytest.raises(Interrupted):
-        train(make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"), tmp_path / "cut")
+        train(
+            make_cfg("activation=sigmoid", "steps=3000", "replicas=4", "plot=false"),
+            tmp_path / "cut",
+        )
     assert resume.main([str(tmp_path / "cut")]) == 0
     whole, cut = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "cut"))
     assert causes_of(cut) == causes_of(whole) == ["vanished"] * 4
@@ -110,7 +129,12 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("report")
-    assert run_cli("activation=sigmoid,relu", "steps=300", "replicas=6", "--multirun", cwd=cwd).returncode == 0
+    assert (
+        run_cli(
+            "activation=sigmoid,relu", "steps=300", "replicas=6", "--multirun", cwd=cwd
+        ).returncode
+        == 0
+    )
     (plots,) = cwd.glob("outputs/multirun/*/*/plots")
     return plots
 
@@ -119,12 +143,17 @@ def test_report_html_is_one_self_contained_page(report):
     page = _Page()
     page.feed((report / "report.html").read_text())
     pngs = sorted(report.glob("*.png"))
-    assert len(page.images) == len(pngs) >= 8 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == len(pngs) >= 8 and all(
+        src.startswith("data:image/png;base64,") for src in page.images
+    )
     assert page.rows == 2  # one per group
     assert "http" not in (report / "report.html").read_text().replace("http-equiv", "")
     summary = (report / "summary.md").read_text()
     assert "unsolved by cause" in summary and "vanished 6" in summary
-    assert {p.name for p in pngs} >= {"decision_boundary_activation_sigmoid.png", "decision_boundary_activation_relu.png"}
+    assert {p.name for p in pngs} >= {
+        "decision_boundary_activation_sigmoid.png",
+        "decision_boundary_activation_relu.png",
+    }
 
 
 def test_decision_boundary_panels_per_replica(report):
@@ -133,7 +162,11 @@ def test_decision_boundary_panels_per_replica(report):
     from matplotlib.figure import Figure
 
     ax = plot.plot_decision_boundary(results, job, 0, ax=Figure().subplots())
-    assert len(ax.images) == 1 and ax.images[0].get_array().shape == (81, 81) and "seed 0" in ax.get_title()
+    assert (
+        len(ax.images) == 1
+        and ax.images[0].get_array().shape == (81, 81)
+        and "seed 0" in ax.get_title()
+    )
     ax = plot.plot_decision_boundary(results, job, 0, which="initial", ax=Figure().subplots())
     assert "initial" in ax.get_title()
 
@@ -144,14 +177,29 @@ def test_parity_beyond_two_inputs_skips_the_decision_boundary(tmp_path):
     assert not list(out.glob("decision_boundary*")) and (out / "report.html").is_file()
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)"
+)
 def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1200,3000", f"file://{report / 'report.html'}"],
-        check=True, capture_output=True, timeout=120,
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            f"file://{report / 'report.html'}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     from matplotlib.image import imread
 

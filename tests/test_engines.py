@@ -13,7 +13,13 @@ from xorrelu.fused import FUSED_ACTIVATIONS, FusedEngine
 from xorrelu.model import build_model
 from xorrelu.train import AutogradEngine, make_engine
 
-OPTIMIZERS = ["optimizer=sgd", "optimizer=momentum", "optimizer=momentum optimizer.nesterov=true", "optimizer=adam", "optimizer=rmsprop"]
+OPTIMIZERS = [
+    "optimizer=sgd",
+    "optimizer=momentum",
+    "optimizer=momentum optimizer.nesterov=true",
+    "optimizer=adam",
+    "optimizer=rmsprop",
+]
 
 
 def twin_engines(*overrides, compile=False, dtype=torch.float64):
@@ -27,16 +33,21 @@ def twin_engines(*overrides, compile=False, dtype=torch.float64):
 
 def assert_same_updates(reference, fast, updates: int, rtol: float):
     for _ in range(updates):
-        torch.testing.assert_close(fast.step(update=True), reference.step(update=True), rtol=rtol, atol=1e-12)
+        torch.testing.assert_close(
+            fast.step(update=True), reference.step(update=True), rtol=rtol, atol=1e-12
+        )
     fast.write_back()
-    for (name, a), b in zip(fast.model.named_parameters(), reference.model.parameters()):
+    for (name, a), b in zip(
+        fast.model.named_parameters(), reference.model.parameters(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("activation", sorted(FUSED_ACTIVATIONS))
 def test_fused_updates_equal_autograd_in_float64(activation, optimizer):
-    """One update, then two more (optimizer state), from identical states: all metrics and weights."""
+    """One update, then two more (optimizer state), from identical states:
+    all metrics and weights."""
     reference, fast = twin_engines(f"activation={activation}", *optimizer.split(), "depth=4")
     assert_same_updates(reference, fast, updates=1, rtol=1e-6)
     assert_same_updates(reference, fast, updates=2, rtol=1e-6)
@@ -50,9 +61,19 @@ def test_fused_metrics_measure_a_dead_layer_and_a_diverged_replica():
             layer.weight[1] = 0
             layer.bias[1] = -1
             engine.model[20].weight[3] = float("nan")  # replica 3's output
-    reference, fast = (type(e)(e.model, reference.x, reference.y, reference.act, make_cfg("activation=relu")) if isinstance(e, AutogradEngine)
-                       else FusedEngine(e.model, reference.x, reference.y, reference.act, make_cfg("activation=relu"), compile=False)
-                       for e in (reference, fast))
+    reference, fast = (
+        type(e)(e.model, reference.x, reference.y, reference.act, make_cfg("activation=relu"))
+        if isinstance(e, AutogradEngine)
+        else FusedEngine(
+            e.model,
+            reference.x,
+            reference.y,
+            reference.act,
+            make_cfg("activation=relu"),
+            compile=False,
+        )
+        for e in (reference, fast)
+    )
     a, b = fast.step(update=False), reference.step(update=False)
     assert a[1, 2 + 11 + 3] == 1.0 and b[1, 2 + 11 + 3] == 1.0  # stuck_frac_4 of replica 1
     assert torch.isnan(a[3, 0]) and torch.isnan(b[3, 0])
@@ -60,7 +81,10 @@ def test_fused_metrics_measure_a_dead_layer_and_a_diverged_replica():
     torch.testing.assert_close(a[keep], b[keep], rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("overrides", [["activation=relu"], ["activation=sigmoid"], ["activation=tanh", "optimizer.lr=0.03"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [["activation=relu"], ["activation=sigmoid"], ["activation=tanh", "optimizer.lr=0.03"]],
+)
 def test_twenty_steps_of_train_agree_in_float32(train_run, overrides):
     """The lesson's nets with plain GD. (Float32 rounding differs between any two orders of
     summation; Adam divides near-zero gradients by sqrt(v) and so magnifies it, and a replica
@@ -73,7 +97,9 @@ def test_twenty_steps_of_train_agree_in_float32(train_run, overrides):
 def test_fused_replicas_do_not_depend_on_the_batch(train_run):
     _, batched, _ = train_run("engine=fused", "compile=false", "replicas=4", "seed=3", "steps=20")
     _, single, _ = train_run("engine=fused", "compile=false", "replicas=1", "seed=5", "steps=20")
-    np.testing.assert_array_equal(batched[batched.seed == 5].to_numpy(float), single.to_numpy(float))
+    np.testing.assert_array_equal(
+        batched[batched.seed == 5].to_numpy(float), single.to_numpy(float)
+    )
 
 
 def test_engine_choice_is_recorded(train_run):
@@ -87,9 +113,11 @@ def test_engine_choice_is_recorded(train_run):
 
 
 def test_compile_auto_decides_from_steps_times_replicas():
-    for overrides, expected in [(["steps=10000", "replicas=16"], ("autograd", False)),
-                                (["steps=200000", "replicas=16"], ("fused", True)),
-                                (["steps=200000", "activation=prelu"], ("autograd", False))]:
+    for overrides, expected in [
+        (["steps=10000", "replicas=16"], ("autograd", False)),
+        (["steps=200000", "replicas=16"], ("fused", True)),
+        (["steps=200000", "activation=prelu"], ("autograd", False)),
+    ]:
         cfg = make_cfg(*overrides)
         x, y = make_dataset(cfg.dataset)
         engine = make_engine(cfg, build_model(make_cfg(*overrides, "replicas=1"), 2), x, y)
@@ -106,7 +134,14 @@ def test_compiled_update_equals_autograd_in_float64():
 def test_compiled_lesson_numbers_and_trajectories(train_run):
     """Compiled float32: twenty steps as autograd's to 1e-4, and the lesson's sigmoid plateau."""
     _, reference, _ = train_run("engine=autograd", "steps=20", "replicas=16", "activation=sigmoid")
-    summary, fast, _ = train_run("engine=fused", "compile=true", "steps=2000", "log_every=1", "replicas=16", "activation=sigmoid")
+    summary, fast, _ = train_run(
+        "engine=fused",
+        "compile=true",
+        "steps=2000",
+        "log_every=1",
+        "replicas=16",
+        "activation=sigmoid",
+    )
     assert summary["compiled"]
     early = fast[fast.step <= 20].reset_index(drop=True)
     np.testing.assert_allclose(early.values, reference.values, rtol=1e-4, atol=1e-7)

@@ -88,7 +88,9 @@ MORE_BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, word", MORE_BAD, ids=["output_subdir", "sweep_subdir", "path_over_4096"])
+@pytest.mark.parametrize(
+    "args, word", MORE_BAD, ids=["output_subdir", "sweep_subdir", "path_over_4096"]
+)
 def test_a_dir_that_leaves_the_checked_one_or_cannot_exist_is_refused(project, args, word):
     before = snapshot(project)
     refused(run_cli(*TINY, *args, cwd=project), word)
@@ -99,9 +101,19 @@ def test_hydra_resolvers_in_the_dir_and_in_values_still_work(tmp_path):
     run = run_cli(*TINY, "hydra.run.dir=out/${hydra:job.name}", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "xorrelu" / "metrics.csv").is_file()
-    sweep = run_cli(*TINY, "seed=${hydra:job.num}", "depth=1,2", "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path)
+    sweep = run_cli(
+        *TINY,
+        "seed=${hydra:job.num}",
+        "depth=1,2",
+        "hydra.sweep.dir=sweep",
+        "--multirun",
+        cwd=tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr
-    seeds = [json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["config"]["seed"] for job in "01"]
+    seeds = [
+        json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["config"]["seed"]
+        for job in "01"
+    ]
     assert seeds == [0, 1]
 
 
@@ -118,7 +130,16 @@ def test_a_dir_with_a_users_files_of_the_names_a_run_writes_is_refused(project):
 def test_a_config_from_elsewhere_still_never_writes_into_a_finished_run(finished_run, tmp_path):
     (tmp_path / "empty_conf").mkdir()
     before = snapshot(finished_run)
-    refused(run_cli("--config-dir", str(tmp_path / "empty_conf"), "hydra.run.dir=job", "seed=9", cwd=finished_run), "already holds")
+    refused(
+        run_cli(
+            "--config-dir",
+            str(tmp_path / "empty_conf"),
+            "hydra.run.dir=job",
+            "seed=9",
+            cwd=finished_run,
+        ),
+        "already holds",
+    )
     assert snapshot(finished_run) == before
 
 
@@ -137,8 +158,14 @@ def finished_run(tmp_path_factory):
     return cwd
 
 
-@pytest.mark.parametrize("args, words", [([], ["already holds", "xorrelu.resume", "hydra.run.dir"]), (["depth=0"], ["depth=0"]),
-                                         (["activation=tanh"], ["already holds", "xorrelu.resume"])])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], ["already holds", "xorrelu.resume", "hydra.run.dir"]),
+        (["depth=0"], ["depth=0"]),
+        (["activation=tanh"], ["already holds", "xorrelu.resume"]),
+    ],
+)
 def test_an_existing_run_dir_is_never_written_into(finished_run, args, words):
     before = snapshot(finished_run)
     refused(run_cli(*TINY, *args, "hydra.run.dir=job", cwd=finished_run), *words)
@@ -146,10 +173,18 @@ def test_an_existing_run_dir_is_never_written_into(finished_run, args, words):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, words", [(["depth=1,2"], ["already holds a sweep", "xorrelu.resume", "hydra.sweep.dir"]),
-                                         (["depth=1,0"], ["job 1 (depth=0)"])])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["depth=1,2"], ["already holds a sweep", "xorrelu.resume", "hydra.sweep.dir"]),
+        (["depth=1,0"], ["job 1 (depth=0)"]),
+    ],
+)
 def test_an_existing_sweep_dir_is_never_written_into(tmp_path, args, words):
-    assert run_cli(*TINY, "depth=1", "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path).returncode == 0
+    assert (
+        run_cli(*TINY, "depth=1", "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path).returncode
+        == 0
+    )
     before = snapshot(tmp_path)
     refused(run_cli(*TINY, *args, "hydra.sweep.dir=sweep", "--multirun", cwd=tmp_path), *words)
     assert snapshot(tmp_path) == before
@@ -173,7 +208,9 @@ def test_something_in_the_way_of_the_output_dir(tmp_path, kind):
 def test_a_read_only_file_system_is_refused_in_one_line(tmp_path):
     target = tmp_path / "ro"
     target.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True
+    ).returncode:
         pytest.skip("this machine cannot mount a tmpfs")
     try:
         refused(run_cli(*TINY, f"hydra.run.dir={target}/job", cwd=tmp_path), "read-only")
@@ -217,19 +254,51 @@ FAIL_DEPTH_2 = textwrap.dedent(
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", FAIL_DEPTH_2, "depth=1,2,3", "steps=30", "replicas=2", "hydra.sweep.dir=sweep",
-                           "--multirun"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FAIL_DEPTH_2,
+            "depth=1,2,3",
+            "steps=30",
+            "replicas=2",
+            "hydra.sweep.dir=sweep",
+            "--multirun",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "job 1 (depth=2" in proc.stderr and "boom at depth 2" in proc.stderr and "jobs of this sweep did not complete" in proc.stderr
-    statuses = {job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"] for job in "012"}
-    assert statuses == {"0": "completed", "1": "failed", "2": "completed"}  # the job after the failure ran too
+    assert (
+        "job 1 (depth=2" in proc.stderr
+        and "boom at depth 2" in proc.stderr
+        and "jobs of this sweep did not complete" in proc.stderr
+    )
+    statuses = {
+        job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"]
+        for job in "012"
+    }
+    assert statuses == {
+        "0": "completed",
+        "1": "failed",
+        "2": "completed",
+    }  # the job after the failure ran too
     summary = pd.read_csv(tmp_path / "sweep" / "plots" / "summary.csv")
     assert sorted(summary.depth) == [1, 3]  # the sweep's plots cover the finished jobs
 
 
 # --- stop signals -----------------------------------------------------------------------------
-LONG = ["steps=6000", "replicas=4", "log_every=1", "print_every=100000", "plot=false", "hydra.run.dir=job"]
+LONG = [
+    "steps=6000",
+    "replicas=4",
+    "log_every=1",
+    "print_every=100000",
+    "plot=false",
+    "hydra.run.dir=job",
+]
 SLOW_SAVE = textwrap.dedent(
     """
     import sys, time
@@ -246,15 +315,22 @@ SLOW_SAVE = textwrap.dedent(
 )
 
 
-def storm(cwd: Path, argv: list[str], signals_: list[int], gap: float, when: str) -> subprocess.CompletedProcess:
+def storm(
+    cwd: Path, argv: list[str], signals_: list[int], gap: float, when: str
+) -> subprocess.CompletedProcess:
     """Start xorrelu, wait for `when` ("start": at once; "training": the first step is
     logged), then send `signals_` `gap` seconds apart."""
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     log, deadline = cwd / "job" / "xorrelu.log", time.monotonic() + 120
     if when == "start":
         time.sleep(0.3)
     else:
-        while not (log.is_file() and "step       0 |" in log.read_text()) and time.monotonic() < deadline:
+        while (
+            not (log.is_file() and "step       0 |" in log.read_text())
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         time.sleep(0.3)
     for signum in signals_:
@@ -274,7 +350,9 @@ def assert_whole(job: Path, replicas: int = 4) -> dict:
     assert len(rows) % replicas == 0 and rows.notna().all().all()
     if (job / "checkpoint.pt").exists():
         checkpoint = torch.load(job / "checkpoint.pt", weights_only=True)
-        assert checkpoint["step"] == summary["last_step"] and checkpoint["recorder"]["csv_bytes"] == len(data)
+        assert checkpoint["step"] == summary["last_step"] and checkpoint["recorder"][
+            "csv_bytes"
+        ] == len(data)
     assert not [p for p in job.iterdir() if ".tmp" in p.name or p.name == ".xorrelu-reserve"]
     return summary
 
@@ -285,8 +363,13 @@ INT, TERM, HUP, USR2 = signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGU
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "signals_, gap, code",
-    [([INT, INT], 0.05, 130), ([TERM, TERM], 0.05, 143), ([INT, TERM, HUP, USR2, INT], 0.02, 130), ([HUP, INT], 0.1, 129),
-     ([USR2, TERM, INT, HUP, TERM], 0.1, 143)],
+    [
+        ([INT, INT], 0.05, 130),
+        ([TERM, TERM], 0.05, 143),
+        ([INT, TERM, HUP, USR2, INT], 0.02, 130),
+        ([HUP, INT], 0.1, 129),
+        ([USR2, TERM, INT, HUP, TERM], 0.1, 143),
+    ],
 )
 def test_a_signal_storm_during_training_and_saving_loses_nothing(tmp_path, signals_, gap, code):
     proc = storm(tmp_path, [sys.executable, "-c", SLOW_SAVE, *LONG], signals_, gap, "training")
@@ -297,7 +380,9 @@ def test_a_signal_storm_during_training_and_saving_loses_nothing(tmp_path, signa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signals_, code", [([INT, INT], 130), ([TERM, INT, HUP, USR2, TERM], 143), ([HUP], 129)])
+@pytest.mark.parametrize(
+    "signals_, code", [([INT, INT], 130), ([TERM, INT, HUP, USR2, TERM], 143), ([HUP], 129)]
+)
 def test_a_stop_at_start_up_exits_at_once_without_a_traceback(tmp_path, signals_, code):
     started = time.monotonic()
     proc = storm(tmp_path, [sys.executable, "-m", "xorrelu", *LONG], signals_, 0.05, "start")
@@ -308,9 +393,24 @@ def test_a_stop_at_start_up_exits_at_once_without_a_traceback(tmp_path, signals_
 
 @pytest.mark.slow
 def test_a_stop_during_compile_acts_within_two_seconds(tmp_path):
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # cold: a long compile
-    argv = [sys.executable, "-m", "xorrelu", "steps=200", "replicas=4", "engine=fused", "compile=true", "plot=false", "hydra.run.dir=job"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }  # cold: a long compile
+    argv = [
+        sys.executable,
+        "-m",
+        "xorrelu",
+        "steps=200",
+        "replicas=4",
+        "engine=fused",
+        "compile=true",
+        "plot=false",
+        "hydra.run.dir=job",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     summary = tmp_path / "job" / "summary.json"
     while not summary.is_file():
         time.sleep(0.02)
@@ -324,20 +424,33 @@ def test_a_stop_during_compile_acts_within_two_seconds(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err
     record = json.loads(summary.read_text())
     assert record["status"] == "interrupted" and record["last_step"] == 0
-    assert not (tmp_path / "job" / "checkpoint.pt").exists()  # nothing was trained: nothing to resume
+    assert not (
+        tmp_path / "job" / "checkpoint.pt"
+    ).exists()  # nothing was trained: nothing to resume
     assert "run it again" in out
 
 
 # --- a full disk ------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (test_reliability covers the rest)")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a small tmpfs needs root (test_reliability covers the rest)"
+)
 def test_a_full_disk_keeps_whole_rows_and_the_summary_says_failed(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
         pytest.skip("this machine cannot mount a tmpfs")
     try:
-        proc = run_cli("steps=40000", "replicas=16", "print_every=100000", "plot=false", f"hydra.run.dir={disk}/job", cwd=tmp_path)
+        proc = run_cli(
+            "steps=40000",
+            "replicas=16",
+            "print_every=100000",
+            "plot=false",
+            f"hydra.run.dir={disk}/job",
+            cwd=tmp_path,
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "No space left on device" in proc.stderr
         job = disk / "job"
@@ -346,7 +459,9 @@ def test_a_full_disk_keeps_whole_rows_and_the_summary_says_failed(tmp_path):
         data = (job / "metrics.csv").read_bytes()
         assert data.endswith(b"\n")  # no half row
         rows = pd.read_csv(job / "metrics.csv")
-        assert len(rows) >= 16 * 1000 and len(rows) % 16 == 0 and rows.notna().all().all()  # the chunks before the failure
+        assert (
+            len(rows) >= 16 * 1000 and len(rows) % 16 == 0 and rows.notna().all().all()
+        )  # the chunks before the failure
         assert not (job / ".xorrelu-reserve").exists()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -369,24 +484,47 @@ def test_a_second_process_cannot_write_into_a_locked_job_dir(tmp_path):
     assert (tmp_path / "job" / "metrics.csv").is_file()
 
 
-REQUEUE = "import sys; from xorrelu.__main__ import _run_hydra; _run_hydra(sys.argv[1:])"  # what submitit runs: no preflight
+# what submitit runs: no preflight
+REQUEUE = "import sys; from xorrelu.__main__ import _run_hydra; _run_hydra(sys.argv[1:])"
 
 
 @pytest.mark.slow
 def test_a_requeued_scheduler_job_resumes_in_its_own_dir(tmp_path):
     args = ["steps=3000", "replicas=2", "log_every=3", "print_every=100000", "plot=false"]
     assert run_cli(*args, "hydra.run.dir=whole", cwd=tmp_path).returncode == 0
-    proc = storm(tmp_path, [sys.executable, "-m", "xorrelu", *args, "hydra.run.dir=job"], [signal.SIGUSR2], 0, "training")
+    proc = storm(
+        tmp_path,
+        [sys.executable, "-m", "xorrelu", *args, "hydra.run.dir=job"],
+        [signal.SIGUSR2],
+        0,
+        "training",
+    )
     assert proc.returncode == 143, proc.stderr
     stopped = (tmp_path / "job" / "metrics.csv").read_bytes()
 
-    plain = subprocess.run([sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"], cwd=tmp_path, capture_output=True, text=True)
-    assert "already holds results" in plain.stderr and (tmp_path / "job" / "metrics.csv").read_bytes() == stopped
+    plain = subprocess.run(
+        [sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        "already holds results" in plain.stderr
+        and (tmp_path / "job" / "metrics.csv").read_bytes() == stopped
+    )
 
     env = {**os.environ, "SLURM_RESTART_COUNT": "1"}
-    requeued = subprocess.run([sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    requeued = subprocess.run(
+        [sys.executable, "-c", REQUEUE, *args, "hydra.run.dir=job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert requeued.returncode == 0, requeued.stderr
-    assert (tmp_path / "job" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert (tmp_path / "job" / "metrics.csv").read_bytes() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_bytes()
 
 
 # --- Hydra's own flags ------------------------------------------------------------------------
@@ -399,18 +537,43 @@ def test_a_bad_flag_or_a_flag_clash_is_one_short_refusal(tmp_path):
 
 
 def test_help_into_a_closed_pipe_prints_no_traceback(tmp_path):
-    proc = subprocess.run(f"{sys.executable} -m xorrelu --help | head -1", shell=True, cwd=tmp_path, capture_output=True, text=True)
-    assert "xorrelu" in proc.stdout and "Traceback" not in proc.stderr and "Broken pipe" not in proc.stderr
+    proc = subprocess.run(
+        f"{sys.executable} -m xorrelu --help | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        "xorrelu" in proc.stdout
+        and "Traceback" not in proc.stderr
+        and "Broken pipe" not in proc.stderr
+    )
 
 
 # --- SIGKILL, and a stop in the middle of a sweep ----------------------------------------------
 @pytest.mark.slow
 def test_sigkill_keeps_whole_rows_and_says_the_job_died_running(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", "steps=200000", "replicas=4", "print_every=100000", "plot=false",
-                             "hydra.run.dir=job"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xorrelu",
+            "steps=200000",
+            "replicas=4",
+            "print_every=100000",
+            "plot=false",
+            "hydra.run.dir=job",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "job" / "metrics.csv"
     deadline = time.monotonic() + 120
-    while not (metrics.is_file() and metrics.stat().st_size > 10_000) and time.monotonic() < deadline:
+    while (
+        not (metrics.is_file() and metrics.stat().st_size > 10_000) and time.monotonic() < deadline
+    ):
         time.sleep(0.1)  # the first timed flush (every 5 s)
     proc.kill()
     proc.wait()
@@ -422,9 +585,21 @@ def test_sigkill_keeps_whole_rows_and_says_the_job_died_running(tmp_path):
 
 @pytest.mark.slow
 def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
-    args = ["steps=4000", "replicas=2", "print_every=100000", "plot=false", "activation=relu,tanh,sigmoid", "hydra.sweep.dir=sweep"]
-    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", *args, "--multirun"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "steps=4000",
+        "replicas=2",
+        "print_every=100000",
+        "plot=false",
+        "activation=relu,tanh,sigmoid",
+        "hydra.sweep.dir=sweep",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *args, "--multirun"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = tmp_path / "sweep" / "1" / "xorrelu.log"
     while not (log.is_file() and "step       0 |" in log.read_text()):
         assert proc.poll() is None, proc.communicate()
@@ -432,9 +607,21 @@ def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    status = lambda job: json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"]  # noqa: E731
-    assert status("0") == "completed" and status("1") == "interrupted" and not (tmp_path / "sweep" / "2").exists()
-    resumed = subprocess.run([sys.executable, "-m", "xorrelu.resume", "sweep"], cwd=tmp_path, capture_output=True, text=True)
+
+    def status(job):
+        return json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["status"]
+
+    assert (
+        status("0") == "completed"
+        and status("1") == "interrupted"
+        and not (tmp_path / "sweep" / "2").exists()
+    )
+    resumed = subprocess.run(
+        [sys.executable, "-m", "xorrelu.resume", "sweep"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert status("1") == "completed"
 
@@ -443,11 +630,27 @@ def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
 @pytest.mark.parametrize("signals_", [[INT, TERM], [INT, INT, HUP, TERM, INT]])
 def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, signals_):
     """Training is done and saved; the storm lands while the plots are written."""
-    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", "steps=200", "replicas=4", "print_every=100000", "hydra.run.dir=job"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xorrelu",
+            "steps=200",
+            "replicas=4",
+            "print_every=100000",
+            "hydra.run.dir=job",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     plots = tmp_path / "job" / "plots"
     deadline = time.monotonic() + 120
-    while not (plots.is_dir() and any(p.suffix == ".png" for p in plots.iterdir())) and time.monotonic() < deadline:
+    while (
+        not (plots.is_dir() and any(p.suffix == ".png" for p in plots.iterdir()))
+        and time.monotonic() < deadline
+    ):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.01)
     for signum in signals_:
@@ -455,7 +658,9 @@ def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, s
         time.sleep(0.03)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert json.loads((tmp_path / "job" / "summary.json").read_text())["status"] == "completed"  # saved before plotting
+    assert (
+        json.loads((tmp_path / "job" / "summary.json").read_text())["status"] == "completed"
+    )  # saved before plotting
     for path in plots.iterdir():
         data = path.read_bytes()
         assert ".tmp" not in path.name
@@ -467,10 +672,15 @@ def test_a_signal_storm_during_the_automatic_plot_leaves_whole_files(tmp_path, s
 
 # --- a save that fails (a full disk while saving) ------------------------------------------------
 def _failing_torch_save(*args, **kwargs):
-    raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0: file write failed")
+    raise RuntimeError(
+        "[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0: "
+        "file write failed"
+    )
 
 
-def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interrupted_summary(tmp_path, monkeypatch):
+def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interrupted_summary(
+    tmp_path, monkeypatch
+):
     import threading
 
     from conftest import make_cfg
@@ -479,6 +689,7 @@ def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interr
     from xorrelu.train import train
 
     monkeypatch.setattr(torch, "save", _failing_torch_save)  # torch's own error on a full disk
+
     def stop_once_training():
         log = tmp_path / "job" / "metrics.csv"
         while not (log.is_file() and log.stat().st_size > 0):
@@ -488,10 +699,15 @@ def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interr
 
     threading.Thread(target=stop_once_training, daemon=True).start()
     with pytest.raises(Interrupted):
-        train(make_cfg("steps=200000", "replicas=2", "print_every=1000000", "plot=false"), tmp_path / "job")
+        train(
+            make_cfg("steps=200000", "replicas=2", "print_every=1000000", "plot=false"),
+            tmp_path / "job",
+        )
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "checkpoint.pt not written" in summary["error"]
-    assert not (tmp_path / "job" / "checkpoint.pt").exists() and not [p for p in (tmp_path / "job").iterdir() if ".tmp" in p.name]
+    assert not (tmp_path / "job" / "checkpoint.pt").exists() and not [
+        p for p in (tmp_path / "job").iterdir() if ".tmp" in p.name
+    ]
     assert (tmp_path / "job" / "metrics.csv").read_bytes().endswith(b"\n")
 
 

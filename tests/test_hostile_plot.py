@@ -5,16 +5,15 @@ no file it did not write is ever changed."""
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +35,7 @@ def template(tmp_path_factory):
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*.tmp")]
 
@@ -51,6 +51,7 @@ def is_whole(path: Path) -> bool:
 def fast_savefig(monkeypatch):
     """Figure.savefig writing a stub: drawing the real files takes seconds a run and is tested in
     test_plot.py; here what counts is which files are written, and how."""
+
     def savefig(self, file, format=None, **kwargs):
         stub = f"stub {format}".encode()
         file.write(stub) if hasattr(file, "write") else Path(file).write_bytes(stub)
@@ -90,10 +91,14 @@ def set_column(job: Path, column: str, values: list[str]) -> None:
 
 
 def killed(job: Path) -> None:
-    """What SIGKILL before the first flush leaves: an empty metrics.csv, a summary saying running."""
+    """What SIGKILL before the first flush leaves: an empty metrics.csv,
+    a summary saying running."""
     (job / "metrics.csv").write_bytes(b"")
     kept = ("config", "device", "engine", "versions")  # what train() writes before its first step
-    edit_summary(job, lambda s: {k: v for k, v in s.items() if k in kept} | {"status": "running", "last_step": 0})
+    edit_summary(
+        job,
+        lambda s: {k: v for k, v in s.items() if k in kept} | {"status": "running", "last_step": 0},
+    )
 
 
 def zip_bomb(job: Path, megabytes: int) -> None:
@@ -111,6 +116,7 @@ def sweep(root: Path, template: Path, n: int = 3) -> list[Path]:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     build: Callable  # (root, template, monkeypatch) -> argv for plot.main
@@ -126,6 +132,7 @@ def one_job(change: Callable[[Path], object]) -> Callable:
         job = copy_job(template, root / "job")
         change(job)
         return [str(job)]
+
     return build
 
 
@@ -134,12 +141,14 @@ def a_sweep_where_job_1(change: Callable[[Path], object]) -> Callable:
         jobs = sweep(root, template)
         change(jobs[1])
         return [str(root / "sweep")]
+
     return build
 
 
 def linked(make: Callable[[Path, Path], Path]) -> Callable:
     def build(root, template, monkeypatch):
         return [str(make(root, template))]
+
     return build
 
 
@@ -182,7 +191,9 @@ def monkeypatched_bound(root, template, monkeypatch):
     job = copy_job(template, root / "job")
     zip_bomb(job, 24)
     monkeypatch.setattr(jobdir, "WEIGHTS_INFLATE_FLOOR", 2**20)
-    monkeypatch.setattr(plot.torch, "load", lambda *a, **k: pytest.fail("torch.load ran on a zip bomb"))
+    monkeypatch.setattr(
+        plot.torch, "load", lambda *a, **k: pytest.fail("torch.load ran on a zip bomb")
+    )
     return [str(job)]
 
 
@@ -213,8 +224,10 @@ def empty_dir(root, template, monkeypatch):
 def no_summary_and_an_alias_bomb(job):
     (job / "summary.json").unlink()
     (job / ".hydra").mkdir(exist_ok=True)
-    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
-                                                       for p, c in zip("abc", "bcd")]
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+        for p, c in zip("abc", "bcd", strict=True)
+    ]
     (job / ".hydra" / "config.yaml").write_text("\n".join(lines) + "\n")
 
 
@@ -244,7 +257,9 @@ def header_only(job: Path) -> None:
 
 
 def written_twice(job: Path) -> None:
-    (job / "metrics.csv").write_bytes((job / "metrics.csv").read_bytes() * 2)  # header and all, as `cat a a > a`
+    (job / "metrics.csv").write_bytes(
+        (job / "metrics.csv").read_bytes() * 2
+    )  # header and all, as `cat a a > a`
 
 
 def first_two_rows_again(job: Path) -> None:
@@ -268,58 +283,166 @@ NOT_A_SUMMARY = "summary.json is not a summary written by xorrelu"
 
 CASES = {
     # metrics.csv of the only job: one line, exit 2
-    "metrics-text-in-cost": Case(one_job(cell(3, "cost", "abc")), 2, "metrics.csv row 3: cost is 'abc', not a number"),
-    "metrics-text-in-seed": Case(one_job(cell(1, "seed", "x")), 2, "row 1: seed is 'x', not a number"),
-    "metrics-text-in-a-layer": Case(one_job(cell(12, "grad_norm_4", "oops")), 2, "row 12: grad_norm_4 is 'oops'"),
-    "metrics-true-false": Case(one_job(lambda j: set_column(j, "accuracy", ["True", "False"] * 6)), 2, "accuracy is True, not a number"),
-    "metrics-header-only": Case(one_job(header_only), 2, "metrics.csv has a header but no complete row"),
+    "metrics-text-in-cost": Case(
+        one_job(cell(3, "cost", "abc")), 2, "metrics.csv row 3: cost is 'abc', not a number"
+    ),
+    "metrics-text-in-seed": Case(
+        one_job(cell(1, "seed", "x")), 2, "row 1: seed is 'x', not a number"
+    ),
+    "metrics-text-in-a-layer": Case(
+        one_job(cell(12, "grad_norm_4", "oops")), 2, "row 12: grad_norm_4 is 'oops'"
+    ),
+    "metrics-true-false": Case(
+        one_job(lambda j: set_column(j, "accuracy", ["True", "False"] * 6)),
+        2,
+        "accuracy is True, not a number",
+    ),
+    "metrics-header-only": Case(
+        one_job(header_only), 2, "metrics.csv has a header but no complete row"
+    ),
     "metrics-empty": Case(one_job(write("metrics.csv", b"")), 2, "metrics.csv is empty"),
-    "metrics-binary": Case(one_job(write("metrics.csv", bytes(range(256)) * 8)), 2, "metrics.csv lacks the columns step, seed"),
-    "metrics-not-utf8": Case(one_job(write("metrics.csv", b"\xff\xfe\x00garbage\n\x81\n")), 2, "is not a metrics CSV"),
-    "metrics-negative-step": Case(one_job(cell(2, "step", "-1")), 2, "row 2: step is -1, not a whole number >= 0"),
-    "metrics-half-a-seed": Case(one_job(cell(2, "seed", "0.5")), 2, "row 2: seed is 0.5, not a whole number >= 0"),
-    "metrics-accuracy-7": Case(one_job(cell(4, "accuracy", "7")), 2, "row 4: accuracy is 7.0, not a number from 0 to 1"),
-    "metrics-negative-cost": Case(one_job(cell(5, "cost", "-0.5")), 2, "row 5: cost is -0.5, not a number >= 0"),
-    "metrics-written-twice": Case(one_job(written_twice), 2, "row 13: step is 'step', not a number"),
-    "metrics-repeated-rows": Case(one_job(first_two_rows_again), 2, "holds 2 repeated rows (first: step 0, seed 0)"),
+    "metrics-binary": Case(
+        one_job(write("metrics.csv", bytes(range(256)) * 8)),
+        2,
+        "metrics.csv lacks the columns step, seed",
+    ),
+    "metrics-not-utf8": Case(
+        one_job(write("metrics.csv", b"\xff\xfe\x00garbage\n\x81\n")), 2, "is not a metrics CSV"
+    ),
+    "metrics-negative-step": Case(
+        one_job(cell(2, "step", "-1")), 2, "row 2: step is -1, not a whole number >= 0"
+    ),
+    "metrics-half-a-seed": Case(
+        one_job(cell(2, "seed", "0.5")), 2, "row 2: seed is 0.5, not a whole number >= 0"
+    ),
+    "metrics-accuracy-7": Case(
+        one_job(cell(4, "accuracy", "7")), 2, "row 4: accuracy is 7.0, not a number from 0 to 1"
+    ),
+    "metrics-negative-cost": Case(
+        one_job(cell(5, "cost", "-0.5")), 2, "row 5: cost is -0.5, not a number >= 0"
+    ),
+    "metrics-written-twice": Case(
+        one_job(written_twice), 2, "row 13: step is 'step', not a number"
+    ),
+    "metrics-repeated-rows": Case(
+        one_job(first_two_rows_again), 2, "holds 2 repeated rows (first: step 0, seed 0)"
+    ),
     # summary.json of the only job
-    "summary-array": Case(one_job(write("summary.json", "[1, 2]")), 2, f"{NOT_A_SUMMARY}: it holds a list"),
-    "summary-nested-100000": Case(one_job(write("summary.json", "[" * 100000)), 2, f"{NOT_A_SUMMARY}: JSON nested too deeply"),
-    "summary-not-json": Case(one_job(write("summary.json", '{"config": ')), 2, f"{NOT_A_SUMMARY}: not JSON (Expecting value"),
-    "summary-binary": Case(one_job(write("summary.json", b"\xff\xfe\x00\x81garbage")), 2, f"{NOT_A_SUMMARY}: it is not UTF-8 text"),
-    "summary-config-list": Case(one_job(summary_with(config=[1, 2])), 2, "its config is a list, not an object"),
-    "summary-config-number": Case(one_job(summary_with(config=5)), 2, "its config is a number, not an object"),
-    "summary-replicas-string": Case(one_job(summary_with(replicas="lots")), 2, "its replicas is text, not a list"),
-    "summary-seed-string": Case(one_job(replica_with(0, seed="0")), 2, "replicas[0].seed is '0', not a whole number >= 0"),
-    "summary-status-number": Case(one_job(summary_with(status=7)), 2, "its status is 7, not one of"),
-    "summary-unknown-cause": Case(one_job(replica_with(1, cause="gremlins")), 2, "replicas[1].cause is 'gremlins'"),
-    "summary-config-value-list": Case(one_job(config_with(depth=[1, 2])), 2, "config key depth holds a list, not a single value"),
-    "summary-unknown-dataset": Case(one_job(config_with(dataset={"name": "mnist"})), 2, "dataset.name is 'mnist', not one of xor, parity"),
-    "summary-unknown-activation": Case(one_job(config_with(activation={"name": "x" * 5000})), 2, "activation.name is 'xxxxxxx"),
-    "hydra-config-alias-bomb": Case(one_job(no_summary_and_an_alias_bomb), 2, ".hydra/config.yaml uses YAML aliases"),
+    "summary-array": Case(
+        one_job(write("summary.json", "[1, 2]")), 2, f"{NOT_A_SUMMARY}: it holds a list"
+    ),
+    "summary-nested-100000": Case(
+        one_job(write("summary.json", "[" * 100000)), 2, f"{NOT_A_SUMMARY}: JSON nested too deeply"
+    ),
+    "summary-not-json": Case(
+        one_job(write("summary.json", '{"config": ')),
+        2,
+        f"{NOT_A_SUMMARY}: not JSON (Expecting value",
+    ),
+    "summary-binary": Case(
+        one_job(write("summary.json", b"\xff\xfe\x00\x81garbage")),
+        2,
+        f"{NOT_A_SUMMARY}: it is not UTF-8 text",
+    ),
+    "summary-config-list": Case(
+        one_job(summary_with(config=[1, 2])), 2, "its config is a list, not an object"
+    ),
+    "summary-config-number": Case(
+        one_job(summary_with(config=5)), 2, "its config is a number, not an object"
+    ),
+    "summary-replicas-string": Case(
+        one_job(summary_with(replicas="lots")), 2, "its replicas is text, not a list"
+    ),
+    "summary-seed-string": Case(
+        one_job(replica_with(0, seed="0")), 2, "replicas[0].seed is '0', not a whole number >= 0"
+    ),
+    "summary-status-number": Case(
+        one_job(summary_with(status=7)), 2, "its status is 7, not one of"
+    ),
+    "summary-unknown-cause": Case(
+        one_job(replica_with(1, cause="gremlins")), 2, "replicas[1].cause is 'gremlins'"
+    ),
+    "summary-config-value-list": Case(
+        one_job(config_with(depth=[1, 2])), 2, "config key depth holds a list, not a single value"
+    ),
+    "summary-unknown-dataset": Case(
+        one_job(config_with(dataset={"name": "mnist"})),
+        2,
+        "dataset.name is 'mnist', not one of xor, parity",
+    ),
+    "summary-unknown-activation": Case(
+        one_job(config_with(activation={"name": "x" * 5000})), 2, "activation.name is 'xxxxxxx"
+    ),
+    "hydra-config-alias-bomb": Case(
+        one_job(no_summary_and_an_alias_bomb), 2, ".hydra/config.yaml uses YAML aliases"
+    ),
     # weights.pt of the only job
-    "weights-zip-bomb": Case(monkeypatched_bound, 2, "weights.pt declares 24 MiB of content, more than the"),
+    "weights-zip-bomb": Case(
+        monkeypatched_bound, 2, "weights.pt declares 24 MiB of content, more than the"
+    ),
     "weights-truncated": Case(one_job(truncated_weights), 2, "weights.pt is damaged (truncated"),
-    "weights-config-wants-1000-replicas": Case(one_job(config_with(replicas=1000)), 2, "it holds 2 replicas, the job's config says 1000"),
-    "weights-config-wants-a-wider-net": Case(one_job(config_with(width=200)), 2, "numbers are fewer than the"),
+    "weights-config-wants-1000-replicas": Case(
+        one_job(config_with(replicas=1000)), 2, "it holds 2 replicas, the job's config says 1000"
+    ),
+    "weights-config-wants-a-wider-net": Case(
+        one_job(config_with(width=200)), 2, "numbers are fewer than the"
+    ),
     # where to write, and nothing to read
     "out-is-a-file": Case(out_is_a_file, 2, "figs: it is a file, not a directory"),
-    "out-holds-a-users-file": Case(out_holds_a_users_file, 2, "figs/summary.md exists and was not written by xorrelu-plot"),
+    "out-holds-a-users-file": Case(
+        out_holds_a_users_file, 2, "figs/summary.md exists and was not written by xorrelu-plot"
+    ),
     "no-job-at-all": Case(empty_dir, 2, "no job with a metrics.csv below"),
     "every-job-unusable": Case(every_job_unusable, 2, "no usable job below"),
-    # one bad job among good ones: skipped with one warning naming it, the rest plotted, listed in the report
-    "sweep-with-a-sigkilled-job": Case(a_sweep_where_job_1(killed), 0, "metrics.csv is empty", "sweep/1", 4, "summary.json says running"),
-    "sweep-with-a-header-only-job": Case(a_sweep_where_job_1(write("metrics.csv", "step,seed,cost,accuracy,grad_norm_1\n")), 0,
-                                         "has a header but no complete row", "sweep/1", 4, "skipped, not plotted"),
-    "sweep-with-a-garbage-summary": Case(a_sweep_where_job_1(write("summary.json", b"\x00\x01\xfe")), 0, NOT_A_SUMMARY, "sweep/1", 4,
-                                         "skipped, not plotted"),
-    "sweep-with-a-job-without-metrics": Case(a_sweep_where_job_1(lambda j: (j / "metrics.csv").unlink()), 0, "has no metrics.csv",
-                                             "sweep/1", 4, "has no metrics.csv"),
+    # one bad job among good ones: skipped with one warning naming it, the rest plotted,
+    # listed in the report
+    "sweep-with-a-sigkilled-job": Case(
+        a_sweep_where_job_1(killed),
+        0,
+        "metrics.csv is empty",
+        "sweep/1",
+        4,
+        "summary.json says running",
+    ),
+    "sweep-with-a-header-only-job": Case(
+        a_sweep_where_job_1(write("metrics.csv", "step,seed,cost,accuracy,grad_norm_1\n")),
+        0,
+        "has a header but no complete row",
+        "sweep/1",
+        4,
+        "skipped, not plotted",
+    ),
+    "sweep-with-a-garbage-summary": Case(
+        a_sweep_where_job_1(write("summary.json", b"\x00\x01\xfe")),
+        0,
+        NOT_A_SUMMARY,
+        "sweep/1",
+        4,
+        "skipped, not plotted",
+    ),
+    "sweep-with-a-job-without-metrics": Case(
+        a_sweep_where_job_1(lambda j: (j / "metrics.csv").unlink()),
+        0,
+        "has no metrics.csv",
+        "sweep/1",
+        4,
+        "has no metrics.csv",
+    ),
     # jobs that did not complete but left metrics: plotted, and listed with their reason
-    "sweep-with-a-failed-job": Case(a_sweep_where_job_1(summary_with(status="failed", error="OSError: [Errno 28] No space left on device")),
-                                    0, replicas=6, listed="failed (OSError: [Errno 28] No space left on device)"),
-    "sweep-with-an-interrupted-job": Case(a_sweep_where_job_1(summary_with(status="interrupted", error="SIGTERM")), 0, replicas=6,
-                                          listed="interrupted (SIGTERM); go on with: xorrelu-resume"),
+    "sweep-with-a-failed-job": Case(
+        a_sweep_where_job_1(
+            summary_with(status="failed", error="OSError: [Errno 28] No space left on device")
+        ),
+        0,
+        replicas=6,
+        listed="failed (OSError: [Errno 28] No space left on device)",
+    ),
+    "sweep-with-an-interrupted-job": Case(
+        a_sweep_where_job_1(summary_with(status="interrupted", error="SIGTERM")),
+        0,
+        replicas=6,
+        listed="interrupted (SIGTERM); go on with: xorrelu-resume",
+    ),
     # links: followed, each real job once, no endless loop
     "link-to-a-job-counted-once": Case(linked(outputs_with_latest), 0, replicas=2),
     "loop-to-itself-and-up": Case(linked(job_with_loop), 0, replicas=2),
@@ -327,7 +450,9 @@ CASES = {
     "dirs-linked-to-each-other": Case(linked(two_dirs_linked_to_each_other), 0, replicas=2),
     # odd but valid values
     "every-replica-diverged": Case(one_job(every_replica_diverged), 0, replicas=2),
-    "labels-with-pipes-and-newlines": Case(a_sweep_where_job_1(config_with(note="a|b\nc")), 0, replicas=6),
+    "labels-with-pipes-and-newlines": Case(
+        a_sweep_where_job_1(config_with(note="a|b\nc")), 0, replicas=6
+    ),
 }
 
 
@@ -341,7 +466,11 @@ def test_hostile_input(name, tmp_path, template, monkeypatch, capsys, caplog, fa
     with caplog.at_level(logging.WARNING, logger="xorrelu"):
         code = plot.main(args)
     out, err = capsys.readouterr()
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("xorrelu") and r.levelno >= logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("xorrelu") and r.levelno >= logging.WARNING
+    ]
     assert "Traceback" not in err
     assert code == case.code, err
     if case.code == 2:
@@ -351,18 +480,28 @@ def test_hostile_input(name, tmp_path, template, monkeypatch, capsys, caplog, fa
     else:
         assert err == ""
         if case.skipped:  # exactly one warning, naming the dir and the reason
-            assert len(warnings) == 1 and str(root / case.skipped) in warnings[0] and case.says in warnings[0], warnings
+            assert (
+                len(warnings) == 1
+                and str(root / case.skipped) in warnings[0]
+                and case.says in warnings[0]
+            ), warnings
         else:
             assert warnings == []
         plots = Path(args[0]) / "plots"
         assert pd.read_csv(plots / "summary.csv").replicas.sum() == case.replicas
         report, page = (plots / "summary.md").read_text(), (plots / "report.html").read_text()
         if case.listed:
-            assert "Jobs not completed" in report and case.listed in report and str(root / "sweep" / "1") in report
+            assert (
+                "Jobs not completed" in report
+                and case.listed in report
+                and str(root / "sweep" / "1") in report
+            )
             assert "Jobs not completed" in page and case.listed in page
         else:
             assert "Jobs not completed" not in report + page
-    assert snapshot(tmp_path, exclude=("plots",)) == before  # nothing the plotter did not write has changed
+    assert (
+        snapshot(tmp_path, exclude=("plots",)) == before
+    )  # nothing the plotter did not write has changed
     assert leftovers(tmp_path) == []
 
 
@@ -388,17 +527,26 @@ def test_a_job_whose_every_replica_diverged_is_drawn_on_a_linear_axis(tmp_path, 
     figure.savefig(tmp_path / "cost.png")  # a log axis would raise here
 
 
-def test_group_labels_that_make_the_same_file_name_get_distinct_files(tmp_path, template, fast_savefig):
+def test_group_labels_that_make_the_same_file_name_get_distinct_files(
+    tmp_path, template, fast_savefig
+):
     for i, note in enumerate(["a|b", "a b", "x" * 500]):
         copy_job(template, tmp_path / "sweep" / str(i))
-        edit_summary(tmp_path / "sweep" / str(i), lambda s: s["config"].update(note=note))
+        edit_summary(
+            tmp_path / "sweep" / str(i), lambda s, note=note: s["config"].update(note=note)
+        )
     out = plot.write_report([tmp_path / "sweep"])
     names = sorted(p.name for p in out.glob("decision_boundary*.png"))
-    assert len(names) == 3 and names[0] == "decision_boundary_note_a_b.png" and all(len(n) < 130 for n in names)
+    assert (
+        len(names) == 3
+        and names[0] == "decision_boundary_note_a_b.png"
+        and all(len(n) < 130 for n in names)
+    )
     assert "a\\|b" in (out / "summary.md").read_text()  # the cell escapes its |
 
 
 # --- writes: whole or absent --------------------------------------------------------------------
+
 
 def interrupt_the_nth_savefig(monkeypatch, n: int, error: BaseException):
     """Figure.savefig that works n - 1 times, then writes half a file and raises."""
@@ -414,7 +562,9 @@ def interrupt_the_nth_savefig(monkeypatch, n: int, error: BaseException):
     monkeypatch.setattr(Figure, "savefig", savefig)
 
 
-def test_an_interrupted_plot_write_leaves_the_old_file_and_no_temp_file(tmp_path, template, monkeypatch, capsys):
+def test_an_interrupted_plot_write_leaves_the_old_file_and_no_temp_file(
+    tmp_path, template, monkeypatch, capsys
+):
     job = copy_job(template, tmp_path / "job")
     assert plot.main([str(job)]) == 0
     plots = job / "plots"
@@ -434,7 +584,9 @@ def test_an_interrupted_first_write_leaves_no_file_at_all(tmp_path, template, mo
     job = copy_job(template, tmp_path / "job")
     interrupt_the_nth_savefig(monkeypatch, 1, KeyboardInterrupt())
     assert plot.main([str(job)]) == 130
-    assert sorted(p.name for p in (job / "plots").iterdir()) == [plot.MANIFEST]  # cost.png was never half there
+    assert sorted(p.name for p in (job / "plots").iterdir()) == [
+        plot.MANIFEST
+    ]  # cost.png was never half there
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, template, monkeypatch, capsys):
@@ -443,11 +595,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, template, mon
     assert plot.main([str(job)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err
-    assert sorted(p.name for p in (job / "plots").iterdir()) == sorted([plot.MANIFEST, "cost.png", "cost.svg"])
+    assert sorted(p.name for p in (job / "plots").iterdir()) == sorted(
+        [plot.MANIFEST, "cost.png", "cost.svg"]
+    )
     assert all(is_whole(p) for p in (job / "plots").glob("*.*g"))
 
 
-def test_the_plotter_replaces_its_own_files_in_an_out_dir_and_nothing_else(tmp_path, template, capsys, fast_savefig):
+def test_the_plotter_replaces_its_own_files_in_an_out_dir_and_nothing_else(
+    tmp_path, template, capsys, fast_savefig
+):
     job = copy_job(template, tmp_path / "job")
     figs = tmp_path / "figs"
     figs.mkdir()
@@ -455,11 +611,15 @@ def test_the_plotter_replaces_its_own_files_in_an_out_dir_and_nothing_else(tmp_p
     assert plot.main([str(job), "--out", str(figs)]) == 0
     (figs / "summary.md").write_text("stale\n")
     assert plot.main([str(job), "--out", str(figs)]) == 0  # its own files: replaced
-    assert (figs / "notes.md").read_text() == "mine\n" and (figs / "summary.md").read_text() != "stale\n"
+    assert (figs / "notes.md").read_text() == "mine\n" and (
+        figs / "summary.md"
+    ).read_text() != "stale\n"
     assert "summary.md" in (figs / plot.MANIFEST).read_text().splitlines()
 
 
-def test_ctrl_c_during_the_automatic_plot_is_one_line_and_raised_again(tmp_path, template, monkeypatch, caplog):
+def test_ctrl_c_during_the_automatic_plot_is_one_line_and_raised_again(
+    tmp_path, template, monkeypatch, caplog
+):
     from xorrelu.callbacks import plot_safely
 
     run = copy_job(template, tmp_path / "run")
@@ -467,15 +627,25 @@ def test_ctrl_c_during_the_automatic_plot_is_one_line_and_raised_again(tmp_path,
     with caplog.at_level(logging.INFO, logger="xorrelu"), pytest.raises(KeyboardInterrupt):
         plot_safely(run)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("xorrelu")]
-    assert len(lines) == 1 and "plotting interrupted (training results are saved" in lines[0] and "\n" not in lines[0]
+    assert (
+        len(lines) == 1
+        and "plotting interrupted (training results are saved" in lines[0]
+        and "\n" not in lines[0]
+    )
     assert sorted(p.name for p in (run / "plots").iterdir()) == [plot.MANIFEST, "cost.png"]
     assert is_whole(run / "plots" / "cost.png")
 
 
 # --- the command line: warnings and Ctrl-C in a real process --------------------------------------
 
+
 def plot_process(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "xorrelu.plot", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xorrelu.plot", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_sigkilled_job_in_a_sweep_is_one_warning_line_from_the_command_line(tmp_path, template):
@@ -484,8 +654,10 @@ def test_a_sigkilled_job_in_a_sweep_is_one_warning_line_from_the_command_line(tm
     out, err = plot_process(str(tmp_path / "sweep")).communicate(timeout=120)
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("WARNING")] == [
-        f"WARNING: skipping a job, the others are plotted: {jobs[1]}/metrics.csv is empty: the job wrote no row "
-        "(killed or failed before its first flush); run it again (summary.json says running)"]
+        f"WARNING: skipping a job, the others are plotted: {jobs[1]}/metrics.csv is empty: "
+        "the job wrote no row (killed or failed before its first flush); "
+        "run it again (summary.json says running)"
+    ]
     assert "## Jobs not completed" in out and str(jobs[1]) in out
 
 
@@ -511,7 +683,11 @@ def test_ctrl_c_from_the_command_line_is_130_and_one_line(tmp_path, long_job, wh
         time.sleep(1.0)
     else:
         deadline = time.monotonic() + 60
-        while not list((job / "plots").glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            not list((job / "plots").glob("*.png"))
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

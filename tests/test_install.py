@@ -1,4 +1,5 @@
-"""A non-editable `pip install .` finds its configs from any directory (conf/ ships as xorrelu.conf)."""
+"""A non-editable `pip install .` finds its configs from any directory
+(conf/ ships as xorrelu.conf)."""
 
 import os
 import subprocess
@@ -12,7 +13,18 @@ from conftest import ROOT
 def test_non_editable_install_runs_from_another_directory(tmp_path):
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -22,10 +34,23 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = "import xorrelu.__main__ as m; print(m.__file__); print(m.CONFIG_PATH)"
-    where = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True)
-    assert where.stdout.splitlines() == [str(site / "xorrelu" / "__main__.py"), "pkg://xorrelu.conf"]
+    where = subprocess.run(
+        [sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True
+    )
+    assert where.stdout.splitlines() == [
+        str(site / "xorrelu" / "__main__.py"),
+        "pkg://xorrelu.conf",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "xorrelu", "activation=tanh,relu", "steps=3", "replicas=2", "--multirun"],
+        [
+            sys.executable,
+            "-m",
+            "xorrelu",
+            "activation=tanh,relu",
+            "steps=3",
+            "replicas=2",
+            "--multirun",
+        ],
         cwd=work,
         env=env,
         capture_output=True,

@@ -13,7 +13,9 @@ def test_sigmoid_sticks_at_ln2_and_its_gradient_vanishes(train_run):
         assert 0.25 <= rep["final_accuracy"] <= 0.75  # a coin toss around h = 0.5
         assert not rep["solved"]
     start = metrics[metrics.step == 0]
-    assert (start.grad_norm_1 / start.grad_norm_11).median() < 1e-4  # vanishing on its way to the input
+    assert (
+        start.grad_norm_1 / start.grad_norm_11
+    ).median() < 1e-4  # vanishing on its way to the input
 
 
 def test_relu_solves_some_seeds(train_run):

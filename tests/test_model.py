@@ -1,4 +1,5 @@
-"""Registries, initializers, shapes, data, and the batched model against plain per-replica models."""
+"""Registries, initializers, shapes, data, and the batched model against plain
+per-replica models."""
 
 import math
 
@@ -43,9 +44,13 @@ def test_init_bounds_and_std(name, bound, std):
 
 def test_replicas_and_layers_draw_different_weights():
     weights = init_weights(make_cfg().init, [(5, 5), (5, 5)], seeds=[0, 1])
-    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(weights[0][0], weights[1][0])
+    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(
+        weights[0][0], weights[1][0]
+    )
     weights = init_weights(make_cfg("init=orthogonal").init, [(5, 5), (5, 5)], seeds=[0, 1])
-    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(weights[0][0], weights[1][0])
+    assert not torch.equal(weights[0][0], weights[0][1]) and not torch.equal(
+        weights[0][0], weights[1][0]
+    )
 
 
 def test_init_orthogonal_and_zeros():
@@ -65,17 +70,39 @@ def test_init_normal_std_and_bias_are_configurable():
 def test_registries_name_the_valid_choices():
     with pytest.raises(KeyError, match="lab_uniform, normal"):
         init_weights(make_cfg("init.name=nope").init, [(2, 2)], [0])
-    assert set(ACTIVATIONS) == {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus", "prelu", "maxout"}
+    assert set(ACTIVATIONS) == {
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "gelu",
+        "silu",
+        "softplus",
+        "prelu",
+        "maxout",
+    }
     assert len(INITIALIZERS) == 9
 
 
 def test_maxout_and_prelu_shapes():
-    model = build_model(make_cfg("activation=maxout", "activation.pieces=3", "replicas=4", "depth=2", "width=5"), 2)
-    assert [layer.weight.shape for layer in linear_layers(model)] == [(4, 2, 15), (4, 5, 15), (4, 5, 1)]
+    model = build_model(
+        make_cfg("activation=maxout", "activation.pieces=3", "replicas=4", "depth=2", "width=5"), 2
+    )
+    assert [layer.weight.shape for layer in linear_layers(model)] == [
+        (4, 2, 15),
+        (4, 5, 15),
+        (4, 5, 1),
+    ]
     logits, z = forward(model, torch.rand(7, 2))
     assert logits.shape == (4, 7) and [t.shape for t in z] == [(4, 7, 15), (4, 7, 15)]
     model = build_model(make_cfg("activation=prelu", "replicas=4", "depth=2", "width=5"), 2)
-    slopes = [p for name, p in model.named_parameters() if name.endswith("1.weight") or name.endswith("3.weight")]
+    slopes = [
+        p
+        for name, p in model.named_parameters()
+        if name.endswith("1.weight") or name.endswith("3.weight")
+    ]
     assert [s.shape for s in slopes] == [(4, 1, 5), (4, 1, 5)]
     assert (slopes[0] == 0.25).all()
 
@@ -91,8 +118,12 @@ def test_parity_data():
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_exported_replica_matches_its_slice(activation):
-    cfg = make_cfg(f"activation={activation}", "replicas=3", "depth=3", "init=xavier_normal", "init.bias=0.1")
-    model = build_model(cfg, 2).double()  # float64, so bmm-vs-mm rounding cannot hide a real difference
+    cfg = make_cfg(
+        f"activation={activation}", "replicas=3", "depth=3", "init=xavier_normal", "init.bias=0.1"
+    )
+    model = build_model(
+        cfg, 2
+    ).double()  # float64, so bmm-vs-mm rounding cannot hide a real difference
     x = torch.rand(6, 2, dtype=torch.float64)
     logits, _ = forward(model, x)
     for r in range(3):
@@ -106,12 +137,13 @@ def test_replica_r_starts_like_a_single_run_with_seed_plus_r(init):
     batched = build_model(make_cfg("replicas=5", "seed=10", f"init={init}"), 2)
     for r in range(5):
         single = build_model(make_cfg("replicas=1", f"seed={10 + r}", f"init={init}"), 2)
-        for a, b in zip(linear_layers(batched), linear_layers(single)):
+        for a, b in zip(linear_layers(batched), linear_layers(single), strict=True):
             assert torch.equal(a.weight[r], b.weight[0]) and torch.equal(a.bias[r], b.bias[0])
 
 
 def autograd_slope(module, z, width):
-    """f'(z) per unit by autograd through the module itself (maxout: summed over a unit's pieces)."""
+    """f'(z) per unit by autograd through the module itself (maxout:
+    summed over a unit's pieces)."""
     z = z.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(module(z).sum(), z)
     return g.unflatten(-1, (width, -1)).sum(-1) if g.shape[-1] != width else g
@@ -119,7 +151,9 @@ def autograd_slope(module, z, width):
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_hand_written_slopes_equal_autograd(name):
-    cfg = make_cfg(f"activation={name}", "activation.slope=0.05" if name == "leaky_relu" else "depth=1").activation
+    cfg = make_cfg(
+        f"activation={name}", "activation.slope=0.05" if name == "leaky_relu" else "depth=1"
+    ).activation
     module = ACTIVATIONS[name].make(cfg, 3, 4)
     prelu_weight = None
     if name == "prelu":
@@ -129,32 +163,49 @@ def test_hand_written_slopes_equal_autograd(name):
     z = torch.randn(3, 7, 4 * ACTIVATIONS[name].pieces(cfg), dtype=torch.float64) * 4
     module = module.double()
     expected = autograd_slope(module, z, 4)
-    torch.testing.assert_close(ACTIVATIONS[name].slope(cfg, z, prelu_weight).expand_as(expected).double(), expected)
+    torch.testing.assert_close(
+        ACTIVATIONS[name].slope(cfg, z, prelu_weight).expand_as(expected).double(), expected
+    )
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus"])
+@pytest.mark.parametrize(
+    "name", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus"]
+)
 def test_peak_slopes_match_a_numeric_maximum(name):
     cfg = make_cfg(f"activation={name}").activation
     z = torch.linspace(-30, 30, 600_001, dtype=torch.float64)
-    assert ACTIVATIONS[name].slope(cfg, z, None).abs().max().item() == pytest.approx(ACTIVATIONS[name].peak_slope(cfg), rel=1e-4)
+    assert ACTIVATIONS[name].slope(cfg, z, None).abs().max().item() == pytest.approx(
+        ACTIVATIONS[name].peak_slope(cfg), rel=1e-4
+    )
 
 
 def test_stuck_rule():
-    z = torch.tensor([[[-1.0, 2.0], [-3.0, -1.0]]])  # unit 1 negative at both points, unit 2 alive at one
+    z = torch.tensor(
+        [[[-1.0, 2.0], [-3.0, -1.0]]]
+    )  # unit 1 negative at both points, unit 2 alive at one
     assert stuck_fractions([z], ACTIVATIONS["relu"], None).tolist() == [[0.5]]
     cfg = make_cfg("activation=sigmoid").activation  # peak 0.25; slope at z=-10 is 4.5e-5
     z = torch.tensor([[[-10.0, 0.0], [12.0, -9.0]]])
     assert stuck_fractions([z], ACTIVATIONS["sigmoid"], cfg).tolist() == [[0.5]]
     cfg = make_cfg("activation=maxout").activation
-    assert stuck_fractions([torch.randn(1, 4, 4)], ACTIVATIONS["maxout"], cfg).tolist() == [[0.0]]  # never stuck
+    assert stuck_fractions([torch.randn(1, 4, 4)], ACTIVATIONS["maxout"], cfg).tolist() == [
+        [0.0]
+    ]  # never stuck
     cfg = make_cfg("activation=prelu").activation
     prelu = build_model(make_cfg("activation=prelu", "depth=1", "width=2", "replicas=1"), 2)
     with torch.no_grad():
-        prelu[1].weight[:] = torch.tensor([0.001, 0.5])  # both units negative everywhere; only unit 1's slope is tiny
-    assert stuck_fractions([-torch.ones(1, 4, 2)], ACTIVATIONS["prelu"], cfg, prelu_slopes(prelu)).tolist() == [[0.5]]
+        prelu[1].weight[:] = torch.tensor(
+            [0.001, 0.5]
+        )  # both units negative everywhere; only unit 1's slope is tiny
+    assert stuck_fractions(
+        [-torch.ones(1, 4, 2)], ACTIVATIONS["prelu"], cfg, prelu_slopes(prelu)
+    ).tolist() == [[0.5]]
 
 
-@pytest.mark.parametrize("overrides", [["dataset=xor"], ["dataset=parity", "dataset.bits=1"], ["dataset=parity", "dataset.bits=5"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [["dataset=xor"], ["dataset=parity", "dataset.bits=1"], ["dataset=parity", "dataset.bits=5"]],
+)
 def test_dataset_shape_matches_the_data(overrides):
     from xorrelu.data import dataset_shape
 

@@ -27,7 +27,12 @@ def test_logged_grad_norms_equal_autograd_on_the_exported_replica(activation, dt
         linears = [m for m in plain if isinstance(m, torch.nn.Linear)]
         loss = F.binary_cross_entropy_with_logits(plain(x).squeeze(-1), y)
         grads = torch.autograd.grad(loss, [p for m in linears for p in (m.weight, m.bias)])
-        expected = torch.stack([torch.cat([gw.flatten(), gb]).norm() for gw, gb in zip(grads[::2], grads[1::2])])
+        expected = torch.stack(
+            [
+                torch.cat([gw.flatten(), gb]).norm()
+                for gw, gb in zip(grads[::2], grads[1::2], strict=True)
+            ]
+        )
         torch.testing.assert_close(norms[:, r], expected, rtol=rtol, atol=1e-12)
 
 
@@ -37,10 +42,22 @@ def _replica_rows(metrics, seed):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_replicas_do_not_couple(train_run, optimizer):
-    """Replica r of a batched run follows the replicas=1 run of seed+r: one update to 1e-6, 20 to 1e-4."""
-    _, batched, _ = train_run("replicas=4", "seed=3", "steps=20", f"optimizer={optimizer}", "activation=tanh")
+    """Replica r of a batched run follows the replicas=1 run of seed+r:
+    one update to 1e-6, 20 to 1e-4."""
+    _, batched, _ = train_run(
+        "replicas=4", "seed=3", "steps=20", f"optimizer={optimizer}", "activation=tanh"
+    )
     for r in range(4):
-        _, single, _ = train_run("replicas=1", f"seed={3 + r}", "steps=20", f"optimizer={optimizer}", "activation=tanh")
+        _, single, _ = train_run(
+            "replicas=1", f"seed={3 + r}", "steps=20", f"optimizer={optimizer}", "activation=tanh"
+        )
         a, b = _replica_rows(batched, 3 + r), _replica_rows(single, 3 + r)
-        torch.testing.assert_close(torch.tensor(a[a.step <= 1].values), torch.tensor(b[b.step <= 1].values), rtol=1e-6, atol=1e-9)
-        torch.testing.assert_close(torch.tensor(a.values), torch.tensor(b.values), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(
+            torch.tensor(a[a.step <= 1].values),
+            torch.tensor(b[b.step <= 1].values),
+            rtol=1e-6,
+            atol=1e-9,
+        )
+        torch.testing.assert_close(
+            torch.tensor(a.values), torch.tensor(b.values), rtol=1e-4, atol=1e-7
+        )

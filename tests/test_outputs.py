@@ -1,4 +1,5 @@
-"""What a job writes: metrics.csv, summary.json, weights.pt — their schema, meaning and determinism."""
+"""What a job writes: metrics.csv, summary.json, weights.pt — their schema,
+meaning and determinism."""
 
 import math
 
@@ -43,7 +44,9 @@ def test_summary_and_weights(train_run):
     weights = torch.load(job / "weights.pt", weights_only=True)
     assert set(weights) == {"initial", "final", "seeds", "step"}
     assert weights["seeds"] == [7, 8, 9] and weights["step"] == 30
-    assert weights["initial"]["0.weight"].shape == (3, 2, 5) and weights["final"]["20.weight"].shape == (3, 5, 1)
+    assert weights["initial"]["0.weight"].shape == (3, 2, 5) and weights["final"][
+        "20.weight"
+    ].shape == (3, 5, 1)
     # the replica export is the way back to per-replica models
     x, _ = make_dataset(make_cfg().dataset)
     plain = export_replica(load_model(job, "final"), 1)
@@ -58,7 +61,9 @@ def test_first_step_solved_is_where_the_solved_streak_starts(train_run):
         rows = metrics[metrics.seed == rep["seed"]]
         unsolved_steps = rows.step[~rows.solved]
         if rep["solved"]:
-            expected = rows.step[rows.step > (unsolved_steps.max() if len(unsolved_steps) else -1)].min()
+            expected = rows.step[
+                rows.step > (unsolved_steps.max() if len(unsolved_steps) else -1)
+            ].min()
             assert rep["first_step_solved"] == expected
         else:
             assert rep["first_step_solved"] is None and not rows.solved.iloc[-1]
@@ -100,4 +105,6 @@ def test_a_nan_replica_leaves_the_others_bit_identical(train_run, monkeypatch):
     summary, dirty, _ = train_run(*args)
     assert [rep["diverged"] for rep in summary["replicas"]] == [False, False, True, False, False]
     assert dirty[dirty.seed == 2].drop(columns=["step", "seed"]).isna().all().all()
-    np.testing.assert_array_equal(dirty[dirty.seed != 2].to_numpy(float), clean[clean.seed != 2].to_numpy(float))
+    np.testing.assert_array_equal(
+        dirty[dirty.seed != 2].to_numpy(float), clean[clean.seed != 2].to_numpy(float)
+    )

@@ -12,14 +12,24 @@ from matplotlib.figure import Figure
 import xorrelu
 from xorrelu import plot
 
-PLOTS = ["cost", "accuracy", "grad_norms", "grad_profile", "outcomes", "stuck_units", "success_heatmap"]
+PLOTS = [
+    "cost",
+    "accuracy",
+    "grad_norms",
+    "grad_profile",
+    "outcomes",
+    "stuck_units",
+    "success_heatmap",
+]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """activation x depth, 3 seeds each, with the plots the callback writes at the end."""
     cwd = tmp_path_factory.mktemp("sweep")
-    proc = run_cli("activation=sigmoid,relu", "depth=2,3", "steps=60", "replicas=3", "--multirun", cwd=cwd)
+    proc = run_cli(
+        "activation=sigmoid,relu", "depth=2,3", "steps=60", "replicas=3", "--multirun", cwd=cwd
+    )
     assert proc.returncode == 0, proc.stderr
     (sweep_dir,) = list((cwd / "outputs" / "multirun").glob("*/*"))
     return sweep_dir
@@ -32,24 +42,39 @@ def test_multirun_ends_with_every_plot_and_the_summary(sweep):
     summary = (out / "summary.md").read_text()
     assert summary.count("\n| ") == 1 + 4 and "solved (95% CI)" in summary
     csv = xorrelu.results.pd.read_csv(out / "summary.csv")
-    assert list(csv[["activation", "depth"]].itertuples(index=False, name=None)) == [("sigmoid", 2), ("sigmoid", 3), ("relu", 2), ("relu", 3)]
+    assert list(csv[["activation", "depth"]].itertuples(index=False, name=None)) == [
+        ("sigmoid", 2),
+        ("sigmoid", 3),
+        ("relu", 2),
+        ("relu", 3),
+    ]
     assert (csv.replicas == 3).all() and (csv.solved_ci_low <= csv.solved_rate).all()
 
 
 def test_each_plot_function_draws_one_line_or_band_per_group(sweep):
     results = plot.collect([sweep])
-    assert results.groups == ["activation=sigmoid, depth=2", "activation=sigmoid, depth=3", "activation=relu, depth=2", "activation=relu, depth=3"]
+    assert results.groups == [
+        "activation=sigmoid, depth=2",
+        "activation=sigmoid, depth=3",
+        "activation=relu, depth=2",
+        "activation=relu, depth=3",
+    ]
     n = len(results.groups)
     ax = plot.plot_cost(results, ax=Figure().subplots())
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == n  # one IQR band per group
-    assert len([line for line in ax.lines if line.get_linewidth() == 2]) == n  # one median per group
+    assert (
+        len([line for line in ax.lines if line.get_linewidth() == 2]) == n
+    )  # one median per group
     assert len(plot.plot_accuracy(results, ax=Figure().subplots()).lines) == 2 * n
     assert len(plot.plot_grad_profile(results, ax=Figure().subplots()).lines) == 2 * n
     assert len(plot.plot_stuck_units(results, ax=Figure().subplots()).lines) == 2 * n
     ax = plot.plot_outcomes(results, ax=Figure().subplots())  # one scatter per cause, x = the group
     xs = [x for c in ax.collections for x in c.get_offsets()[:, 0]]
     assert len(xs) == 4 * 3 and {round(x) for x in xs} == set(range(n))
-    assert len(plot.plot_grad_norms(results, "activation=relu, depth=3", ax=Figure().subplots()).lines) == 4  # 3 hidden + output
+    assert (
+        len(plot.plot_grad_norms(results, "activation=relu, depth=3", ax=Figure().subplots()).lines)
+        == 4
+    )  # 3 hidden + output
     ax = plot.plot_success_heatmap(results, ax=Figure().subplots())
     assert ax.images[0].get_array().shape == (2, 2)
 
@@ -69,7 +94,13 @@ def test_load_api_has_the_experimental_keys_as_columns(sweep):
     assert "seed" not in metrics.columns[:3]
     assert len(metrics) == 4 * 61 * 3
     replicas = xorrelu.load_summary(sweep)
-    assert len(replicas) == 12 and {"activation", "depth", "solved", "first_step_solved", "final_cost"} <= set(replicas.columns)
+    assert len(replicas) == 12 and {
+        "activation",
+        "depth",
+        "solved",
+        "first_step_solved",
+        "final_cost",
+    } <= set(replicas.columns)
 
 
 def test_single_run_writes_its_plots_and_plot_false_writes_none(tmp_path):
@@ -120,11 +151,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
         path.mkdir()
     if case in ("columns", "garbage"):
         (path / "summary.json").write_text(json.dumps({"config": {"depth": 1}}))
-        (path / "metrics.csv").write_bytes(b"step,seed,cost\n0,0,0.5\n" if case == "columns" else b"\xff\xfe\x00garbage")
+        (path / "metrics.csv").write_bytes(
+            b"step,seed,cost\n0,0,0.5\n" if case == "columns" else b"\xff\xfe\x00garbage"
+        )
     assert plot.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xorrelu-plot: error: ") and err.count("\n") == 1
-    assert {"missing": "no such file", "empty": "no job", "columns": "lacks the columns accuracy, grad_norm_1", "garbage": "not a metrics CSV"}[case] in err
+    assert {
+        "missing": "no such file",
+        "empty": "no job",
+        "columns": "lacks the columns accuracy, grad_norm_1",
+        "garbage": "not a metrics CSV",
+    }[case] in err
     assert not (path / "plots").exists() or case == "missing"
 
 
@@ -132,7 +170,11 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "xorrelu.plot", str(tmp_path / "nope")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xorrelu.plot", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
 
 

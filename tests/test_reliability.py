@@ -20,7 +20,13 @@ from xorrelu import resume
 from xorrelu.config import ConfigError, validate
 from xorrelu.train import Interrupted, train
 
-RUN = ["steps=6000", "replicas=4", "log_every=7", "print_every=2000", "plot=false"]  # ~5 s: long enough to be stopped mid-run
+RUN = [
+    "steps=6000",
+    "replicas=4",
+    "log_every=7",
+    "print_every=2000",
+    "plot=false",
+]  # ~5 s: long enough to be stopped mid-run
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +34,26 @@ def reference(tmp_path_factory):
     """metrics.csv and final weights of the uninterrupted run."""
     cwd = tmp_path_factory.mktemp("reference")
     assert run_cli(*RUN, "hydra.run.dir=job", cwd=cwd).returncode == 0
-    return (cwd / "job" / "metrics.csv").read_bytes(), torch.load(cwd / "job" / "weights.pt", weights_only=True)
+    return (cwd / "job" / "metrics.csv").read_bytes(), torch.load(
+        cwd / "job" / "weights.pt", weights_only=True
+    )
 
 
 def start_and_stop(cwd, signum, *extra):
     """Start a run, send `signum` once it is training, and wait for it to end."""
-    proc = subprocess.Popen([sys.executable, "-m", "xorrelu", *RUN, "hydra.run.dir=job", *extra], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *RUN, "hydra.run.dir=job", *extra],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     summary = cwd / "job" / "summary.json"
     deadline = time.monotonic() + 60
-    while not (summary.is_file() and '"running"' in summary.read_text()) and time.monotonic() < deadline:
+    while (
+        not (summary.is_file() and '"running"' in summary.read_text())
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     time.sleep(0.5)  # the summary says "running" just before the first step
     proc.send_signal(signum)
@@ -46,8 +62,12 @@ def start_and_stop(cwd, signum, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR2, 143)])
-def test_a_stop_signal_saves_everything_and_resume_is_byte_identical(tmp_path, reference, signum, code):
+@pytest.mark.parametrize(
+    "signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR2, 143)]
+)
+def test_a_stop_signal_saves_everything_and_resume_is_byte_identical(
+    tmp_path, reference, signum, code
+):
     returncode, err = start_and_stop(tmp_path, signum)
     assert returncode == code, err
     assert "Traceback" not in err
@@ -70,7 +90,9 @@ def test_a_stop_signal_saves_everything_and_resume_is_byte_identical(tmp_path, r
     resumed = json.loads((job / "summary.json").read_text())
     assert resumed["status"] == "completed" and resumed["resumed_from_step"] == checkpoint["step"]
     steps_this_session = 6000 - checkpoint["step"] - 1  # after the warm-up step
-    assert resumed["model_steps_per_second"] == pytest.approx(steps_this_session * 4 / (resumed["wall_seconds"] - resumed["warmup_seconds"]), rel=0.05)
+    assert resumed["model_steps_per_second"] == pytest.approx(
+        steps_this_session * 4 / (resumed["wall_seconds"] - resumed["warmup_seconds"]), rel=0.05
+    )
 
 
 def stop_soon(seconds: float) -> threading.Timer:
@@ -86,18 +108,25 @@ def test_resume_a_sweep_skips_finished_jobs_and_extends_with_steps(tmp_path):
     stop_soon(0.8)
     with pytest.raises(Interrupted):
         train(make_cfg(*args, "activation=tanh"), tmp_path / "sweep" / "1")
-    assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "interrupted"
+    assert (
+        json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"]
+        == "interrupted"
+    )
     train(make_cfg(*args, "activation=tanh"), tmp_path / "whole")
     before = (tmp_path / "sweep" / "0" / "metrics.csv").read_bytes()
 
     assert resume.main([str(tmp_path / "sweep")]) == 0
     assert (tmp_path / "sweep" / "0" / "metrics.csv").read_bytes() == before  # finished: untouched
-    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_bytes() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_bytes()
 
     # --steps extends a finished run exactly as if it had been asked for that many steps
     train(make_cfg(*args[1:], "steps=2500", "activation=tanh"), tmp_path / "longer")
     assert resume.main([str(tmp_path / "sweep" / "1"), "--steps", "2500"]) == 0
-    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_bytes() == (tmp_path / "longer" / "metrics.csv").read_bytes()
+    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_bytes() == (
+        tmp_path / "longer" / "metrics.csv"
+    ).read_bytes()
     assert resume.main([str(tmp_path / "sweep" / "1"), "--steps", "100"]) == 2  # never shortens
 
 
@@ -109,9 +138,14 @@ def test_resume_refuses_what_would_not_continue_exactly(tmp_path, capsys):
         assert resume.main([str(tmp_path / "a"), "--steps", "40", *args]) == 2
         return capsys.readouterr().err
 
-    shutil.copy(tmp_path / "b" / "checkpoint.pt", tmp_path / "a" / "checkpoint.pt")  # a foreign checkpoint
+    shutil.copy(
+        tmp_path / "b" / "checkpoint.pt", tmp_path / "a" / "checkpoint.pt"
+    )  # a foreign checkpoint
     message = refused()
-    assert "not the one its checkpoint was made with" in message and "activation.name: checkpoint 'tanh', job dir 'relu'" in message
+    assert (
+        "not the one its checkpoint was made with" in message
+        and "activation.name: checkpoint 'tanh', job dir 'relu'" in message
+    )
 
     class Payload:
         def __reduce__(self):
@@ -144,7 +178,11 @@ def test_a_failing_write_keeps_every_complete_row(tmp_path, monkeypatch):
         flush(self)
 
     monkeypatch.setattr(metrics.Recorder, "flush", flaky_flush)
-    monkeypatch.setattr(metrics.Recorder, "__init__", functools.partialmethod(metrics.Recorder.__init__, flush_rows=40))
+    monkeypatch.setattr(
+        metrics.Recorder,
+        "__init__",
+        functools.partialmethod(metrics.Recorder.__init__, flush_rows=40),
+    )
     with pytest.raises(OSError):
         train(make_cfg("steps=100", "replicas=4"), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -154,21 +192,34 @@ def test_a_failing_write_keeps_every_complete_row(tmp_path, monkeypatch):
 
 
 NUMERIC = {
-    "depth": st.integers(-2, 12), "width": st.integers(-2, 9), "steps": st.integers(-2, 6),
-    "replicas": st.integers(-2, 6), "seed": st.integers(-3, 2**40), "log_every": st.integers(-2, 4),
-    "print_every": st.integers(-2, 4), "threads": st.integers(-2, 2), "optimizer.lr": st.floats(-1, 1e4),
-    "init.bias": st.floats(-1e3, 1e3), "init.bound": st.floats(-2, 100),
+    "depth": st.integers(-2, 12),
+    "width": st.integers(-2, 9),
+    "steps": st.integers(-2, 6),
+    "replicas": st.integers(-2, 6),
+    "seed": st.integers(-3, 2**40),
+    "log_every": st.integers(-2, 4),
+    "print_every": st.integers(-2, 4),
+    "threads": st.integers(-2, 2),
+    "optimizer.lr": st.floats(-1, 1e4),
+    "init.bias": st.floats(-1e3, 1e3),
+    "init.bound": st.floats(-2, 100),
 }
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.fixed_dictionaries(NUMERIC))
 def test_any_numeric_values_either_train_or_are_refused_clearly(tmp_path, values):
     cfg = make_cfg(*(f"{k}={v}" for k, v in values.items()), "plot=false")
     try:
         validate(cfg)
     except ConfigError as error:
-        assert error.key in values and str(values[error.key]) in str(error) or repr(values[error.key]) in str(error)
+        assert (
+            error.key in values
+            and str(values[error.key]) in str(error)
+            or repr(values[error.key]) in str(error)
+        )
         return
     summary = train(cfg, tmp_path / "job")
     assert summary["status"] == "completed" and len(summary["replicas"]) == values["replicas"]
@@ -202,6 +253,7 @@ def test_a_weights_file_that_is_not_one_is_refused_by_the_plotter(tmp_path, caps
     if content == "garbage":
         (tmp_path / "job" / "weights.pt").write_bytes(b"\x80\x04garbage")
     else:
+
         class Payload:
             def __reduce__(self):
                 return (os.system, ("touch " + str(tmp_path / "pwned"),))
@@ -216,7 +268,11 @@ def test_a_weights_file_that_is_not_one_is_refused_by_the_plotter(tmp_path, caps
 def test_a_file_where_the_outputs_dir_should_be(tmp_path):
     (tmp_path / "outputs").write_text("")
     proc = run_cli("steps=2", cwd=tmp_path)
-    assert proc.returncode == 2 and "outputs is a file, not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "outputs is a file, not a directory" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
 
 
 def test_a_run_too_large_for_the_machine_is_refused_before_allocating(tmp_path):
@@ -227,9 +283,18 @@ def test_a_run_too_large_for_the_machine_is_refused_before_allocating(tmp_path):
 
 @pytest.mark.slow
 def test_eight_joblib_jobs_leave_eight_complete_distinct_dirs(tmp_path):
-    proc = run_cli("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2,3,4,5,6,7", "steps=20", "replicas=2",
-                   "--multirun", cwd=tmp_path)
+    proc = run_cli(
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "seed=0,1,2,3,4,5,6,7",
+        "steps=20",
+        "replicas=2",
+        "--multirun",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
-    summaries = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/summary.json")]
+    summaries = [
+        json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/summary.json")
+    ]
     assert len(summaries) == 8 and {s["config"]["seed"] for s in summaries} == set(range(8))
     assert all(s["status"] == "completed" for s in summaries)

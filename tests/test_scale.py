@@ -10,13 +10,23 @@ from xorrelu.__main__ import job_threads
 
 
 def summaries(root):
-    return [json.loads(p.read_text()) for p in sorted(root.glob("outputs/multirun/*/*/*/summary.json"))]
+    return [
+        json.loads(p.read_text()) for p in sorted(root.glob("outputs/multirun/*/*/*/summary.json"))
+    ]
 
 
 @pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
-    proc = run_cli("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "activation=sigmoid,relu", "depth=2,3",
-                   "steps=20", "replicas=2", "--multirun", cwd=tmp_path)
+    proc = run_cli(
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "activation=sigmoid,relu",
+        "depth=2,3",
+        "steps=20",
+        "replicas=2",
+        "--multirun",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     done = summaries(tmp_path)
     assert len(done) == 4 and all(s["status"] == "completed" for s in done)
@@ -27,8 +37,15 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path
 
 @pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
-    proc = run_cli("hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", "activation=tanh,relu",
-                   "steps=10", "replicas=2", "--multirun", cwd=tmp_path)
+    proc = run_cli(
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.cpus_per_task=1",
+        "activation=tanh,relu",
+        "steps=10",
+        "replicas=2",
+        "--multirun",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     done = summaries(tmp_path)
     assert [s["status"] for s in done] == ["completed"] * 2 and all(s["threads"] == 1 for s in done)
@@ -36,7 +53,15 @@ def test_submitit_local_sweep(tmp_path):
 
 
 def test_the_slurm_recipe_composes(tmp_path):
-    proc = run_cli("hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
+    proc = run_cli(
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=cpu",
+        "--cfg",
+        "hydra",
+        "-p",
+        "hydra.launcher",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     launcher = OmegaConf.create(proc.stdout)
     assert launcher._target_.endswith("SlurmLauncher")
@@ -70,7 +95,15 @@ def test_every_preset_file_is_known_here():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_each_preset_sweeps_and_plots_at_a_tiny_budget(tmp_path, preset):
     jobs, keys = PRESETS[preset]
-    proc = run_cli(f"experiment={preset}", "steps=3", "replicas=2", "log_every=1", "print_every=1", "--multirun", cwd=tmp_path)
+    proc = run_cli(
+        f"experiment={preset}",
+        "steps=3",
+        "replicas=2",
+        "log_every=1",
+        "print_every=1",
+        "--multirun",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(summaries(tmp_path)) == jobs
     (plots,) = tmp_path.glob("outputs/multirun/*/*/plots")
@@ -82,10 +115,20 @@ def test_each_preset_sweeps_and_plots_at_a_tiny_budget(tmp_path, preset):
 def test_tensorboard_logs_scalars_and_histograms(train_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, _, job = train_run("tensorboard=true", "steps=20", "log_every=5", "print_every=10", "replicas=3", "depth=2")
-    events = EventAccumulator(str(job / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}).Reload()
+    _, _, job = train_run(
+        "tensorboard=true", "steps=20", "log_every=5", "print_every=10", "replicas=3", "depth=2"
+    )
+    events = EventAccumulator(
+        str(job / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}
+    ).Reload()
     tags = events.Tags()
-    assert {"cost/median", "cost/replica_0", "accuracy/median", "grad_norm_1/median", "grad_norm_3/replica_0"} <= set(tags["scalars"])
+    assert {
+        "cost/median",
+        "cost/replica_0",
+        "accuracy/median",
+        "grad_norm_1/median",
+        "grad_norm_3/replica_0",
+    } <= set(tags["scalars"])
     assert [e.step for e in events.Scalars("cost/median")] == [0, 5, 10, 15, 20]
     assert {"layer_1/weight", "layer_3/bias"} <= set(tags["histograms"])
     assert [e.step for e in events.Histograms("layer_1/weight")] == [0, 10, 20]
@@ -96,7 +139,9 @@ def test_help_lists_every_group_option_and_key(tmp_path):
     assert proc.returncode == 0
     for group in ("activation", "init", "optimizer", "dataset", "experiment"):
         line = next(line for line in proc.stdout.splitlines() if line.startswith(f"{group}: "))
-        assert {p.stem for p in (CONF / group).glob("*.yaml")} == set(line.split(": ", 1)[1].split(", "))
+        assert {p.stem for p in (CONF / group).glob("*.yaml")} == set(
+            line.split(": ", 1)[1].split(", ")
+        )
     for key in ("depth:", "replicas:", "engine:", "tensorboard:", "hydra/launcher: basic"):
         assert key in proc.stdout
     assert "schema" not in proc.stdout

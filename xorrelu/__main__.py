@@ -18,7 +18,9 @@ from xorrelu import signals
 # A source checkout reads its top-level conf/; an installed package reads the copy installed as
 # xorrelu.conf (pyproject maps conf/ there).
 _CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_PATH = str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
+CONFIG_PATH = (
+    str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
+)
 
 _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`
@@ -51,7 +53,10 @@ def task(cfg) -> None:
 
             resume_job(out_dir)
         elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
-            raise JobDirBusy(f"{out_dir} already holds results; resume it with: python -m xorrelu.resume {out_dir}")
+            raise JobDirBusy(
+                f"{out_dir} already holds results; resume it with: "
+                f"python -m xorrelu.resume {out_dir}"
+            )
         else:
             train(cfg, out_dir)
     except signals.Interrupted as stop:
@@ -59,7 +64,11 @@ def task(cfg) -> None:
             _write_summary(cfg, out_dir, {"status": "interrupted", "error": str(stop)})
         raise  # stops the whole sweep; train() saved the running job
     except Exception as error:  # noqa: BLE001 — a failed job is reported; the sweep goes on
-        reason = str(error) if isinstance(error, (ConfigError, JobDirBusy, JobDirError)) else f"{type(error).__name__}: {error}"
+        reason = (
+            str(error)
+            if isinstance(error, (ConfigError, JobDirBusy, JobDirError))
+            else f"{type(error).__name__}: {error}"
+        )
         print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr)
         _failures.append(f"{name}: {reason}")
         if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
@@ -76,7 +85,10 @@ def _write_summary(cfg, out_dir: Path, record: dict) -> None:
 
     with signals.mode("hold"):
         try:
-            write_json(out_dir / "summary.json", {**record, "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)})
+            write_json(
+                out_dir / "summary.json",
+                {**record, "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)},
+            )
         except OSError:
             pass
 
@@ -105,7 +117,10 @@ def _holds_results(job_dir: Path) -> bool:
 
 def _requeued(out_dir: Path) -> bool:
     """SLURM counts a job's requeues; a requeued job finds its own checkpoint in its dir."""
-    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") and (out_dir / "checkpoint.pt").is_file()
+    return (
+        os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+        and (out_dir / "checkpoint.pt").is_file()
+    )
 
 
 def _run_hydra(argv: list[str]) -> None:
@@ -139,9 +154,14 @@ def run(argv: list[str]) -> int:
         return 1 if _started else 2
     if plan.sweep_dir is None:
         return 1 if _failures else 0
-    lines = _failures or plan.unfinished_jobs()  # this process's own reasons, else the jobs' summaries
+    lines = (
+        _failures or plan.unfinished_jobs()
+    )  # this process's own reasons, else the jobs' summaries
     if lines:
-        print("xorrelu: jobs of this sweep did not complete (the others did; the plots cover them):", file=sys.stderr)
+        print(
+            "xorrelu: jobs of this sweep did not complete (the others did; the plots cover them):",
+            file=sys.stderr,
+        )
         for line in lines:
             print(f"  {line}", file=sys.stderr)
     return 1 if lines else 0

@@ -12,8 +12,8 @@ ReLU (z <= 0 everywhere), a saturated sigmoid or tanh. Two rules need a word:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,7 +34,8 @@ class BatchedPReLU(nn.Module):
 
 
 class Maxout(nn.Module):
-    """Each unit outputs the largest of `pieces` consecutive inputs: [..., width*pieces] -> [..., width]."""
+    """Each unit outputs the largest of `pieces` consecutive inputs:
+    [..., width*pieces] -> [..., width]."""
 
     def __init__(self, pieces: int):
         super().__init__()
@@ -50,8 +51,12 @@ class Maxout(nn.Module):
 @dataclass(frozen=True)
 class Activation:
     make: Callable[..., nn.Module]  # (activation cfg, replicas, width) -> module
-    slope: Callable[..., torch.Tensor]  # (activation cfg, z, prelu weight or None) -> f'(z) per unit
-    peak_slope: Callable[..., float]  # (activation cfg) -> max |f'(z)| over z, the scale for "stuck"
+    slope: Callable[
+        ..., torch.Tensor
+    ]  # (activation cfg, z, prelu weight or None) -> f'(z) per unit
+    peak_slope: Callable[
+        ..., float
+    ]  # (activation cfg) -> max |f'(z)| over z, the scale for "stuck"
     pieces: Callable[..., int] = lambda cfg: 1  # inputs per unit (maxout: cfg.pieces)
 
 
@@ -74,16 +79,23 @@ def _gelu_slope(z):
 
 
 def _maxout_slope(z, pieces):
-    """Along its winning piece a maxout unit has slope 1: [..., width*pieces] -> ones [..., width]."""
+    """Along its winning piece a maxout unit has slope 1:
+    [..., width*pieces] -> ones [..., width]."""
     return torch.ones_like(z.unflatten(-1, (-1, pieces))[..., 0])
 
 
 # f'(z) is written out by hand (tests check it against autograd): metrics evaluate it on all
 # layers at once every logged step, which autograd through the modules would make 3x slower.
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(lambda c, r, w: nn.Sigmoid(), lambda c, z, a: _sigmoid_slope(z), lambda c: 0.25),
-    "tanh": Activation(lambda c, r, w: nn.Tanh(), lambda c, z, a: 1 - torch.tanh(z) ** 2, lambda c: 1.0),
-    "relu": Activation(lambda c, r, w: nn.ReLU(), lambda c, z, a: (z > 0).to(z.dtype), lambda c: 1.0),
+    "sigmoid": Activation(
+        lambda c, r, w: nn.Sigmoid(), lambda c, z, a: _sigmoid_slope(z), lambda c: 0.25
+    ),
+    "tanh": Activation(
+        lambda c, r, w: nn.Tanh(), lambda c, z, a: 1 - torch.tanh(z) ** 2, lambda c: 1.0
+    ),
+    "relu": Activation(
+        lambda c, r, w: nn.ReLU(), lambda c, z, a: (z > 0).to(z.dtype), lambda c: 1.0
+    ),
     "leaky_relu": Activation(
         lambda c, r, w: nn.LeakyReLU(c.slope),
         lambda c, z, a: torch.where(z > 0, 1.0, c.slope).to(z.dtype),
@@ -106,14 +118,25 @@ ACTIVATIONS: dict[str, Activation] = {
         lambda c: 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / _SQRT_2PI,
     ),
     # SiLU's slope peaks at z ~ 2.3994 with value ~1.0998 (no closed form; see tests)
-    "silu": Activation(lambda c, r, w: nn.SiLU(), lambda c, z, a: _silu_slope(z), lambda c: 1.0998393194),
-    "softplus": Activation(lambda c, r, w: nn.Softplus(c.beta), lambda c, z, a: torch.sigmoid(c.beta * z), lambda c: 1.0),
+    "silu": Activation(
+        lambda c, r, w: nn.SiLU(), lambda c, z, a: _silu_slope(z), lambda c: 1.0998393194
+    ),
+    "softplus": Activation(
+        lambda c, r, w: nn.Softplus(c.beta),
+        lambda c, z, a: torch.sigmoid(c.beta * z),
+        lambda c: 1.0,
+    ),
     "prelu": Activation(
         lambda c, r, w: BatchedPReLU(r, w, c.init),
         lambda c, z, a: torch.where(z > 0, torch.ones_like(a), a),
         lambda c: 1.0,
     ),
-    "maxout": Activation(lambda c, r, w: Maxout(c.pieces), lambda c, z, a: _maxout_slope(z, c.pieces), lambda c: 1.0, lambda c: c.pieces),
+    "maxout": Activation(
+        lambda c, r, w: Maxout(c.pieces),
+        lambda c, z, a: _maxout_slope(z, c.pieces),
+        lambda c: 1.0,
+        lambda c: c.pieces,
+    ),
 }
 
 

@@ -24,12 +24,17 @@ def plot_safely(run_dir: Path) -> None:
         out = write_report([run_dir])
         log.info("plots and summary: %s", out)
     except KeyboardInterrupt:
-        log.warning("plotting interrupted (training results are saved; plots written so far are whole); draw them again with: "
-                    "xorrelu-plot %s", run_dir)
+        log.warning(
+            "plotting interrupted (training results are saved; plots written so far are whole); "
+            "draw them again with: xorrelu-plot %s",
+            run_dir,
+        )
         raise
     except Exception as error:  # noqa: BLE001 — plots are a bonus; training results are already safe
         message = " ".join(str(error).splitlines())
-        log.error("plotting failed (training results are intact): %s: %s", type(error).__name__, message)
+        log.error(
+            "plotting failed (training results are intact): %s: %s", type(error).__name__, message
+        )
 
 
 class AutoPlot(Callback):

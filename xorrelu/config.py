@@ -138,14 +138,20 @@ class Config:
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
     engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
-    compile: Any = "auto"  # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
-    threads: int = 0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once
+    # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
+    compile: Any = "auto"
+    threads: int = (
+        0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once
+    )
     plot: bool = True  # write comparison plots and summary tables into the run dir when it ends
-    tensorboard: bool = False  # also log scalars and weight histograms for TensorBoard (extra [tensorboard])
+    tensorboard: bool = (
+        False  # also log scalars and weight histograms for TensorBoard (extra [tensorboard])
+    )
 
 
 def register_configs() -> None:
-    """Store the schemas; conf/<group>/<name>.yaml extends /schema/<group>/<kind> in its defaults."""
+    """Store the schemas; conf/<group>/<name>.yaml extends
+    /schema/<group>/<kind> in its defaults."""
     cs = ConfigStore.instance()
     cs.store(name="schema_config", node=Config)
     schemas = {
@@ -158,7 +164,12 @@ def register_configs() -> None:
             "maxout": MaxoutConf,
         },
         "init": {"init": InitConf, "uniform": UniformInitConf, "normal": NormalInitConf},
-        "optimizer": {"optimizer": OptimizerConf, "momentum": MomentumConf, "adam": AdamConf, "rmsprop": RmspropConf},
+        "optimizer": {
+            "optimizer": OptimizerConf,
+            "momentum": MomentumConf,
+            "adam": AdamConf,
+            "rmsprop": RmspropConf,
+        },
         "dataset": {"dataset": DatasetConf, "parity": ParityConf},
     }
     for group, nodes in schemas.items():
@@ -168,9 +179,22 @@ def register_configs() -> None:
 
 # --- range checks ---------------------------------------------------------------------------
 _AT_LEAST_1 = ("depth", "width", "steps", "replicas", "log_every", "print_every")
-_POSITIVE = ("optimizer.lr", "optimizer.eps", "activation.alpha", "activation.beta", "init.bound", "init.std")
+_POSITIVE = (
+    "optimizer.lr",
+    "optimizer.eps",
+    "activation.alpha",
+    "activation.beta",
+    "init.bound",
+    "init.std",
+)
 _FINITE = ("init.bias", "activation.init")
-_UNIT_INTERVAL = ("optimizer.momentum", "optimizer.beta1", "optimizer.beta2", "optimizer.alpha", "activation.slope")
+_UNIT_INTERVAL = (
+    "optimizer.momentum",
+    "optimizer.beta1",
+    "optimizer.beta2",
+    "optimizer.alpha",
+    "activation.slope",
+)
 
 
 def validate(cfg: DictConfig, check_memory: bool = True) -> None:
@@ -193,8 +217,15 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
             raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
     for key in _AT_LEAST_1:
         _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
-    last_seed = 2**63 - cfg.replicas  # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
-    _check(cfg, "seed", lambda v: 0 <= v <= last_seed, f"an integer from 0 to 2**63 - replicas = {last_seed}")
+    last_seed = (
+        2**63 - cfg.replicas
+    )  # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
+    _check(
+        cfg,
+        "seed",
+        lambda v: 0 <= v <= last_seed,
+        f"an integer from 0 to 2**63 - replicas = {last_seed}",
+    )
     _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
     if cfg.compile not in ("auto", True, False):
         raise ConfigError("compile", cfg.compile, "auto, true or false")
@@ -202,7 +233,12 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         from xorrelu.fused import FUSED_ACTIVATIONS
 
         if cfg.activation.name not in FUSED_ACTIVATIONS:
-            raise ConfigError("engine", "fused", f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; use engine=autograd or auto")
+            raise ConfigError(
+                "engine",
+                "fused",
+                f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; "
+                "use engine=autograd or auto",
+            )
     for key in _POSITIVE:
         _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")
     for key in _FINITE:
@@ -215,12 +251,18 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ConfigError("tensorboard", True, "needs the tensorboard package: pip install 'xorrelu[tensorboard]'") from None
+            raise ConfigError(
+                "tensorboard",
+                True,
+                "needs the tensorboard package: pip install 'xorrelu[tensorboard]'",
+            ) from None
     if Device(cfg.device) is Device.cuda:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto")
+            raise ConfigError(
+                "device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto"
+            )
     if check_memory:
         _check_memory(cfg)
 
@@ -259,7 +301,8 @@ def _check_memory(cfg) -> None:
     need, have = estimated_bytes(cfg), available_bytes(cfg.device)
     if need > have:
         raise ConfigError(
-            "replicas", cfg.replicas,
+            "replicas",
+            cfg.replicas,
             f"this run needs about {need / 2**30:.1f} GiB (replicas x depth x width^2 x points), "
             f"more than the {have / 2**30:.1f} GiB free here; use fewer replicas or a smaller net",
         )
@@ -278,7 +321,11 @@ def _refuse_unknown_keys(node: DictConfig, prefix: str) -> None:
         known = {f.name for f in dataclasses.fields(schema)}
         for key in node:
             if key not in known:
-                raise ConfigError(prefix + str(key), node[key], f"not a config key; known keys: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    prefix + str(key),
+                    node[key],
+                    f"not a config key; known keys: {', '.join(sorted(known))}",
+                )
     for key in node:
         child = node._get_node(key)
         if isinstance(child, DictConfig):

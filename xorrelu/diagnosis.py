@@ -24,7 +24,11 @@ import math
 import torch
 
 CAUSES = ["diverged", "dead", "vanished", "plateau", "slow", "other"]
-PLATEAU_COSTS = (math.log(2), 0.75 * -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)), math.log(2) / 2)
+PLATEAU_COSTS = (
+    math.log(2),
+    0.75 * -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)),
+    math.log(2) / 2,
+)
 VANISHED_RATIO = 1e-4
 LN2_BAND = 1e-3
 PLATEAU_BAND = 2e-3

@@ -84,11 +84,18 @@ def locked(job_dir: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise JobDirBusy(f"another xorrelu process is writing into {job_dir}; wait for it to end (or stop it) and try again") from None
+            raise JobDirBusy(
+                f"another xorrelu process is writing into {job_dir}; "
+                "wait for it to end (or stop it) and try again"
+            ) from None
         except OSError as error:
             if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
-            log.warning("%s cannot be locked (%s): make sure no other process writes into it", job_dir, error.strerror)
+            log.warning(
+                "%s cannot be locked (%s): make sure no other process writes into it",
+                job_dir,
+                error.strerror,
+            )
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -106,7 +113,11 @@ class Reserve:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:  # left by a run of this job that was killed: it is ours
-            self.made = self.path.is_file() and not self.path.is_symlink() and self.path.stat().st_size == self.RESERVE_BYTES
+            self.made = (
+                self.path.is_file()
+                and not self.path.is_symlink()
+                and self.path.stat().st_size == self.RESERVE_BYTES
+            )
             return
         except OSError:
             self.made = False  # no room even for this: the run will say so soon enough

@@ -26,7 +26,17 @@ from xorrelu.activations import Activation
 from xorrelu.metrics import STUCK_SLOPE
 from xorrelu.model import linear_layers
 
-FUSED_ACTIVATIONS = {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus"}
+FUSED_ACTIVATIONS = {
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "softplus",
+}
 FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "rmsprop"}
 
 
@@ -36,7 +46,15 @@ def supports(cfg) -> bool:
 
 
 class FusedEngine:
-    def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, act: Activation, cfg, compile: bool):
+    def __init__(
+        self,
+        model: nn.Sequential,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        act: Activation,
+        cfg,
+        compile: bool,
+    ):
         self.model, self.layers = model, linear_layers(model)
         self.module = model[1]  # the activation module: elementwise, any layout
         # plain Python values: compiled code must not read OmegaConf nodes
@@ -45,7 +63,9 @@ class FusedEngine:
         self.opt = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
-        with torch.no_grad():  # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
+        with (
+            torch.no_grad()
+        ):  # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
             self.weights = [layer.weight.permute(1, 2, 0).contiguous() for layer in self.layers]
             self.biases = [layer.bias[:, 0, :].T.contiguous() for layer in self.layers]
         params = self.weights + self.biases
@@ -55,7 +75,9 @@ class FusedEngine:
             "adam": [torch.zeros_like(p) for p in params] + [torch.zeros_like(p) for p in params],
             "rmsprop": [torch.zeros_like(p) for p in params],
         }[self.opt.name]
-        self.t = torch.zeros((), dtype=x.dtype, device=x.device)  # updates so far (Adam's bias correction)
+        self.t = torch.zeros(
+            (), dtype=x.dtype, device=x.device
+        )  # updates so far (Adam's bias correction)
         self.peak = act.peak_slope(self.act_cfg)
         self.compiled = compile
         if compile:
@@ -67,10 +89,13 @@ class FusedEngine:
     def step(self, update: bool = True, log: bool = True) -> torch.Tensor:
         """Metrics [replicas, columns] at the current parameters (all of them, logged or not:
         in one compiled step they cost little); then one update if `update`."""
-        fn = self._update_step if update else self._step  # the final measurement runs once, uncompiled
+        fn = (
+            self._update_step if update else self._step
+        )  # the final measurement runs once, uncompiled
         with torch.no_grad():
             if update:
-                self.t += 1  # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+                # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+                self.t += 1
             return fn(self.weights, self.biases, self.state, self.t, update).T
 
     def state_dict(self) -> dict:
@@ -78,14 +103,14 @@ class FusedEngine:
 
     def load_state_dict(self, saved: dict) -> None:
         with torch.no_grad():
-            for mine, theirs in zip(self.state, saved["state"]):
+            for mine, theirs in zip(self.state, saved["state"], strict=False):
                 mine.copy_(theirs)
             self.t.copy_(saved["t"])
 
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():
-            for layer, w, b in zip(self.layers, self.weights, self.biases):
+            for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
                 layer.weight.copy_(w.permute(2, 0, 1))
                 layer.bias.copy_(b.T.unsqueeze(1))
 
@@ -99,32 +124,54 @@ class FusedEngine:
         n_points = self.x.shape[0]
         # forward: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas] vector
         h, inputs, pre_activations = self.x, [self.x], []
-        for i, (w, b) in enumerate(zip(weights, biases)):
-            z = _sum(h[:, k : k + 1] * w[k] for k in range(w.shape[0])) + b  # [points, out, replicas]
+        for i, (w, b) in enumerate(zip(weights, biases, strict=False)):
+            z = (
+                _sum(h[:, k : k + 1] * w[k] for k in range(w.shape[0])) + b
+            )  # [points, out, replicas]
             if i < len(weights) - 1:
                 pre_activations.append(z)
                 h = self.module(z)
                 inputs.append(h)
         logits = z[:, 0, :]  # [points, replicas]
-        cost = _sum(F.binary_cross_entropy_with_logits(logits, self.y.expand_as(logits), reduction="none")) / n_points
+        cost = (
+            _sum(
+                F.binary_cross_entropy_with_logits(
+                    logits, self.y.expand_as(logits), reduction="none"
+                )
+            )
+            / n_points
+        )
         hypothesis = torch.sigmoid(logits)
         accuracy = _sum((torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)) / n_points
 
         # backward: d cost / d logits = (h - y) / points, then layer by layer to the input
         dz = ((hypothesis - self.y) / n_points).unsqueeze(1)  # [points, 1, replicas]
-        grads_w, grads_b, norms, stuck = [None] * len(weights), [None] * len(weights), [None] * len(weights), []
+        grads_w, grads_b, norms, stuck = (
+            [None] * len(weights),
+            [None] * len(weights),
+            [None] * len(weights),
+            [],
+        )
         for i in reversed(range(len(weights))):
             a = inputs[i]
-            grads_w[i] = _sum(a[n].unsqueeze(1) * dz[n].unsqueeze(0) for n in range(n_points))  # [in, out, replicas]
+            grads_w[i] = _sum(
+                a[n].unsqueeze(1) * dz[n].unsqueeze(0) for n in range(n_points)
+            )  # [in, out, replicas]
             grads_b[i] = _sum(dz)  # [out, replicas]
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
             if i > 0:
-                slope = self.act.slope(self.act_cfg, pre_activations[i - 1], None).expand_as(pre_activations[i - 1])
-                flat = _all(slope.abs() < STUCK_SLOPE * self.peak)  # [units, replicas]: stuck at every point
+                slope = self.act.slope(self.act_cfg, pre_activations[i - 1], None).expand_as(
+                    pre_activations[i - 1]
+                )
+                flat = _all(
+                    slope.abs() < STUCK_SLOPE * self.peak
+                )  # [units, replicas]: stuck at every point
                 stuck.append(_sum(flat.to(logits.dtype)) / flat.shape[0])
                 w = weights[i]
-                dz = _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slope  # [points, in, replicas]
+                dz = (
+                    _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slope
+                )  # [points, in, replicas]
 
         if update:
             self._update(weights + biases, grads_w + grads_b, state, t)
@@ -133,7 +180,7 @@ class FusedEngine:
     def _update(self, params, grads, state, t) -> None:
         """torch.optim's update rules, written out in place (same order of operations)."""
         opt, n = self.opt, len(params)  # t already counts this update
-        for k, (p, g) in enumerate(zip(params, grads)):
+        for k, (p, g) in enumerate(zip(params, grads, strict=False)):
             if opt.name == "sgd":
                 p.sub_(opt.lr * g)
             elif opt.name == "momentum":
@@ -164,7 +211,11 @@ def _inductor_cache_per_thread_count() -> None:
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if chosen is not None and chosen != _OUR_CACHE:
         return
-    _OUR_CACHE = str(Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}" / f"xorrelu_threads{torch.get_num_threads()}")
+    _OUR_CACHE = str(
+        Path(tempfile.gettempdir())
+        / f"torchinductor_{getpass.getuser()}"
+        / f"xorrelu_threads{torch.get_num_threads()}"
+    )
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _OUR_CACHE
 
 

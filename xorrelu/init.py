@@ -10,7 +10,7 @@ initialize in about a second. (orthogonal needs a QR per matrix and goes layer b
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,7 +21,10 @@ INITIALIZERS: dict[str, tuple[str, Callable[..., float]]] = {
     "normal": ("normal", lambda c, fan_in, fan_out: c.std),
     "xavier_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))),
     "xavier_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
-    "kaiming_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / fan_in)),  # gain sqrt(2), fan-in
+    "kaiming_uniform": (
+        "uniform",
+        lambda c, fan_in, fan_out: math.sqrt(6 / fan_in),
+    ),  # gain sqrt(2), fan-in
     "kaiming_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / fan_in)),
     "lecun_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(1 / fan_in)),
     "orthogonal": ("orthogonal", lambda c, fan_in, fan_out: 1.0),  # gain 1
@@ -37,7 +40,10 @@ def init_weights(cfg, shapes: list[tuple[int, int]], seeds) -> list[torch.Tensor
     distribution, scale = INITIALIZERS[cfg.name]
     seeds = list(seeds)
     if distribution == "orthogonal":
-        return [torch.stack([_orthogonal(fan_in, fan_out, seed, i) for seed in seeds]) for i, (fan_in, fan_out) in enumerate(shapes)]
+        return [
+            torch.stack([_orthogonal(fan_in, fan_out, seed, i) for seed in seeds])
+            for i, (fan_in, fan_out) in enumerate(shapes)
+        ]
     sizes = [fan_in * fan_out for fan_in, fan_out in shapes]
     raw = torch.zeros(len(seeds), sum(sizes))
     if distribution != "zeros":
@@ -49,12 +55,13 @@ def init_weights(cfg, shapes: list[tuple[int, int]], seeds) -> list[torch.Tensor
                 raw[r].normal_(0.0, 1.0, generator=generator)
     return [
         block.reshape(len(seeds), fan_in, fan_out) * scale(cfg, fan_in, fan_out)
-        for block, (fan_in, fan_out) in zip(raw.split(sizes, dim=1), shapes)
+        for block, (fan_in, fan_out) in zip(raw.split(sizes, dim=1), shapes, strict=True)
     ]
 
 
 def _orthogonal(fan_in: int, fan_out: int, seed: int, layer: int) -> torch.Tensor:
-    """A (semi-)orthogonal [fan_in, fan_out] matrix from the replica's generator, offset per layer."""
+    """A (semi-)orthogonal [fan_in, fan_out] matrix from the replica's generator,
+    offset per layer."""
     weight = torch.empty(fan_out, fan_in)
     nn.init.orthogonal_(weight, generator=torch.Generator().manual_seed(seed * 1_000_003 + layer))
     return weight.T

@@ -47,33 +47,44 @@ def short(value) -> str:
 
 
 def present(path: Path) -> bool:
-    """True for anything at `path`, a dangling symlink included (that is a damaged file, not a missing one)."""
+    """True for anything at `path`, a dangling symlink included (that is a damaged file,
+    not a missing one)."""
     return os.path.lexists(path)
 
 
 def file_size(path: Path, what: str) -> int:
-    """The size of `path`, refusing anything but a regular file (a FIFO would block the read forever)."""
+    """The size of `path`, refusing anything but a regular file
+    (a FIFO would block the read forever)."""
     try:
         if not path.is_file():
-            raise JobDirError(f"{path} is not a regular file: cannot read {what} from it; restore the file or run the job again")
+            raise JobDirError(
+                f"{path} is not a regular file: cannot read {what} from it; "
+                "restore the file or run the job again"
+            )
         return path.stat().st_size
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
-    """The bytes of a regular file, refused when longer than max_bytes (read at most max_bytes + 1)."""
+    """The bytes of a regular file, refused when longer than max_bytes
+    (read at most max_bytes + 1)."""
     size = file_size(path, what)
     if size > max_bytes:
-        raise JobDirError(f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} can be: "
-                          f"it is not one written by xorrelu; restore the file or run the job again")
+        raise JobDirError(
+            f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} "
+            "can be: it is not one written by xorrelu; restore the file or run the job again"
+        )
     try:
         with open(path, "rb") as file:
             data = file.read(max_bytes + 1)  # the file may have grown since stat()
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     if len(data) > max_bytes:
-        raise JobDirError(f"{path} is more than the {max_bytes / 2**20:.0f} MiB {what} can be; restore the file or run the job again")
+        raise JobDirError(
+            f"{path} is more than the {max_bytes / 2**20:.0f} MiB {what} can be; "
+            "restore the file or run the job again"
+        )
     return data
 
 
@@ -81,7 +92,9 @@ def read_summary(job_dir: Path) -> dict:
     """summary.json as a dict whose "config" is a dict and whose "status" is one train() writes."""
     path = Path(job_dir) / "summary.json"
     data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
-    damaged = f"{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
+    damaged = (
+        f"{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
+    )
     try:
         summary = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -95,7 +108,9 @@ def read_summary(job_dir: Path) -> dict:
     if not isinstance(summary.get("config"), dict):
         raise JobDirError(damaged % f"its config is {short(summary.get('config'))}, not an object")
     if summary.get("status") not in STATUSES:
-        raise JobDirError(damaged % f"status {short(summary.get('status'))} is none of {', '.join(STATUSES)}")
+        raise JobDirError(
+            damaged % f"status {short(summary.get('status'))} is none of {', '.join(STATUSES)}"
+        )
     return summary
 
 
@@ -107,7 +122,9 @@ def read_hydra_config(job_dir: Path) -> dict:
     try:
         text = data.decode("utf-8")
         # an alias repeats a node by reference; expanding nested ones takes exponential memory
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+        if any(
+            isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)
+        ):
             raise JobDirError(damaged % "YAML aliases, which Hydra never writes")
         config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     except JobDirError:
@@ -117,7 +134,9 @@ def read_hydra_config(job_dir: Path) -> dict:
     except RecursionError:
         raise JobDirError(damaged % "YAML nested too deeply") from None
     except Exception as error:  # noqa: BLE001 — yaml and omegaconf raise many types for bad text
-        raise JobDirError(damaged % f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+        raise JobDirError(
+            damaged % f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
     if not isinstance(config, dict):
         raise JobDirError(damaged % f"a YAML {type(config).__name__}, not a mapping")
     return config
@@ -134,14 +153,23 @@ def _type_ok(value, hint) -> bool:
         return type(value) is str
     if isinstance(hint, type) and issubclass(hint, Enum):
         return type(value) is str and value in {member.value for member in hint}
-    return value is None or type(value) in (bool, int, float, str)  # Any (compile): validate() checks its values
+    return value is None or type(value) in (
+        bool,
+        int,
+        float,
+        str,
+    )  # Any (compile): validate() checks its values
 
 
 def _group_fields(base: type) -> dict:
     """Field name -> type over `base` and every group option's schema that extends it."""
     fields = {}
     for schema in vars(config_module).values():
-        if isinstance(schema, type) and dataclasses.is_dataclass(schema) and issubclass(schema, base):
+        if (
+            isinstance(schema, type)
+            and dataclasses.is_dataclass(schema)
+            and issubclass(schema, base)
+        ):
             fields.update(typing.get_type_hints(schema))
     return fields
 
@@ -156,17 +184,30 @@ def check_config(config, source: str) -> None:
     hints = typing.get_type_hints(config_module.Config)
     missing, unknown = sorted(set(hints) - set(config)), sorted(map(str, set(config) - set(hints)))
     if missing or unknown:
-        what = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}", unknown and f"unknown {short(', '.join(unknown))}"]))
+        what = "; ".join(
+            filter(
+                None,
+                [
+                    missing and f"missing {', '.join(missing)}",
+                    unknown and f"unknown {short(', '.join(unknown))}",
+                ],
+            )
+        )
         raise JobDirError(f"{source}: the config is not an xorrelu config ({what}); {fix}")
     for key, hint in hints.items():
         value = config[key]
         if dataclasses.is_dataclass(hint):  # a group: activation, init, optimizer, dataset
             fields = _group_fields(hint)
             if not isinstance(value, dict) or type(value.get("name")) is not str:
-                raise JobDirError(f"{source}: config {key} is {short(value)}, not a mapping with a name; {fix}")
+                raise JobDirError(
+                    f"{source}: config {key} is {short(value)}, not a mapping with a name; {fix}"
+                )
             for name, item in value.items():
                 if name not in fields or not _type_ok(item, fields[name]):
-                    raise JobDirError(f"{source}: config {key}.{short(name)}={short(item)} is not an xorrelu config value; {fix}")
+                    raise JobDirError(
+                        f"{source}: config {key}.{short(name)}={short(item)} is not an xorrelu "
+                        f"config value; {fix}"
+                    )
         elif not _type_ok(value, hint):
             raise JobDirError(f"{source}: config {key}={short(value)} has the wrong type; {fix}")
 
@@ -180,8 +221,10 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
     path = Path(path)
     size = file_size(path, what)
     if size > max_bytes:
-        raise JobDirError(f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} "
-                          f"of this config can be: it is not this job's; restore the file or run the job again")
+        raise JobDirError(
+            f"{path} is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB {what} "
+            f"of this config can be: it is not this job's; restore the file or run the job again"
+        )
     try:
         with open(path, "rb") as file:
             start = file.read(4)
@@ -192,17 +235,36 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
                     declared = sum(member.file_size for member in members)
                     if declared > max_bytes:
                         raise JobDirError(
-                            f"{path} declares {declared / 2**20:.0f} MiB of content, more than the {max_bytes / 2**20:.0f} MiB "
-                            f"{what} of this config can hold: refused unread (damaged, or not this job's); restore the file or run the job again")
+                            f"{path} declares {declared / 2**20:.0f} MiB of content, "
+                            f"more than the {max_bytes / 2**20:.0f} MiB {what} of this config can "
+                            "hold: refused unread (damaged, or not this job's); "
+                            "restore the file or run the job again"
+                        )
                     # torch does not check CRCs: a flipped bit would load as a wrong weight
                     bad = archive.testzip()
                     if bad is not None:
-                        raise JobDirError(f"{path} is damaged (its member {short(bad)} fails its checksum); restore the file or run the job again")
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as error:
-                if start == b"PK\x03\x04":  # it began as a zip archive but its end (the central directory) is unreadable
-                    raise JobDirError(f"{path} is damaged (truncated: its zip archive ends early or is corrupt: {error}); "
-                                      f"restore the file or run the job again") from None
-                raise JobDirError(f"{path} is not {what} (not a zip archive as torch.save writes); restore the file or run the job again") from None
+                        raise JobDirError(
+                            f"{path} is damaged (its member {short(bad)} fails its checksum); "
+                            "restore the file or run the job again"
+                        )
+            except (
+                zipfile.BadZipFile,
+                zipfile.LargeZipFile,
+                EOFError,
+                ValueError,
+                NotImplementedError,
+            ) as error:
+                if (
+                    start == b"PK\x03\x04"
+                ):  # it began as a zip archive but its end (the central directory) is unreadable
+                    raise JobDirError(
+                        f"{path} is damaged (truncated: its zip archive ends early or is corrupt: "
+                        f"{error}); restore the file or run the job again"
+                    ) from None
+                raise JobDirError(
+                    f"{path} is not {what} (not a zip archive as torch.save writes); "
+                    "restore the file or run the job again"
+                ) from None
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     try:
@@ -221,6 +283,8 @@ def load_weights(job_dir: Path) -> dict:
     if not isinstance(state, dict) or not {"initial", "final", "seeds"} <= set(state):
         raise JobDirError(f"{path} is not {what} (it lacks initial, final or seeds)")
     seeds = state["seeds"]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if not isinstance(seeds, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    ):
         raise JobDirError(f"{path} is not {what} (its seeds are not a list of whole numbers)")
     return state

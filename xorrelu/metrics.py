@@ -26,8 +26,10 @@ SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h
 
 
 def solved(cost, accuracy):
-    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST (tensors or pandas columns)."""
+    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST
+    (tensors or pandas columns)."""
     return (accuracy == 1) & (cost < SOLVED_COST)
+
 
 STUCK_SLOPE = 0.01  # a unit is stuck when |f'(z)| < STUCK_SLOPE * peak slope at every point
 
@@ -67,24 +69,36 @@ def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
     as hypot(|grad W|, |grad b|); the hidden-to-hidden layers share a shape and go as one stack."""
 
     def norms(weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
-        return torch.hypot(torch.linalg.vector_norm(weights, dim=(-2, -1)), torch.linalg.vector_norm(biases, dim=(-2, -1)))
+        return torch.hypot(
+            torch.linalg.vector_norm(weights, dim=(-2, -1)),
+            torch.linalg.vector_norm(biases, dim=(-2, -1)),
+        )
 
     first, last = layers[0], layers[-1]
     parts = [norms(first.weight.grad, first.bias.grad)[None]]
     if len(layers) > 2:
-        parts.append(norms(torch.stack([l.weight.grad for l in layers[1:-1]]), torch.stack([l.bias.grad for l in layers[1:-1]])))
+        parts.append(
+            norms(
+                torch.stack([layer.weight.grad for layer in layers[1:-1]]),
+                torch.stack([layer.bias.grad for layer in layers[1:-1]]),
+            )
+        )
     parts.append(norms(last.weight.grad, last.bias.grad)[None])
     return torch.cat(parts)
 
 
 def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
-    """The learned PReLU slopes of all hidden layers, [depth, replicas, 1, width]; None for other activations."""
+    """The learned PReLU slopes of all hidden layers, [depth, replicas, 1, width];
+    None for other activations."""
     slopes = [m.weight for m in model if isinstance(m, BatchedPReLU)]
     return torch.stack(slopes) if slopes else None
 
 
-def stuck_fractions(pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None) -> torch.Tensor:
-    """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak at every point."""
+def stuck_fractions(
+    pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak
+    at every point."""
     z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
     slopes = act.slope(act_cfg, z, prelu).abs()
     stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]
@@ -100,8 +114,17 @@ class Recorder:
     (-1 while unsolved). Flushes every `flush_rows` rows or `flush_seconds` seconds.
     """
 
-    def __init__(self, path: Path, columns: list[str], seeds: list[int], device, steps: int, flush_rows: int = 200_000,
-                 flush_seconds: float = 5.0, resume: dict | None = None):
+    def __init__(
+        self,
+        path: Path,
+        columns: list[str],
+        seeds: list[int],
+        device,
+        steps: int,
+        flush_rows: int = 200_000,
+        flush_seconds: float = 5.0,
+        resume: dict | None = None,
+    ):
         self.seeds = np.asarray(seeds, dtype=np.int64)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
@@ -137,11 +160,19 @@ class Recorder:
         """row: [replicas, columns - 2] (everything after step and seed) at `step`."""
         self.steps.append(step)
         self.rows.append(row)
-        if len(self.steps) * len(self.seeds) >= self.flush_rows or time.monotonic() - self.last_flush > self.flush_seconds:
+        if (
+            len(self.steps) * len(self.seeds) >= self.flush_rows
+            or time.monotonic() - self.last_flush > self.flush_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
-        rows, self.rows, steps, self.steps = self.rows, [], self.steps, []  # a failed write is not tried twice
+        rows, self.rows, steps, self.steps = (
+            self.rows,
+            [],
+            self.steps,
+            [],
+        )  # a failed write is not tried twice
         self.last_flush = time.monotonic()
         if steps:
             self._flush(steps, rows)
@@ -154,7 +185,9 @@ class Recorder:
         diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
         values = values.masked_fill(diverged[..., None], float("nan"))
         solved_now = solved(cost, accuracy) & ~diverged
-        last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)  # meaningful where any is unsolved
+        last_unsolved = (
+            len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)
+        )  # meaningful where any is unsolved
         streak_start = torch.where(
             (~solved_now).any(0),
             steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
@@ -171,13 +204,17 @@ class Recorder:
         flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
         step_column = np.repeat(np.asarray(step_list, dtype=np.int64), len(self.seeds))
         seed_column = np.tile(self.seeds, len(step_list))
-        arrays = [pa.array(step_column), pa.array(seed_column)] + [pa.array(flat[:, j]) for j in range(flat.shape[1])]
+        arrays = [pa.array(step_column), pa.array(seed_column)] + [
+            pa.array(flat[:, j]) for j in range(flat.shape[1])
+        ]
         self._append(self._csv(pa.Table.from_arrays(arrays, schema=self.schema)))
 
     @staticmethod
     def _csv(table: pa.Table, header: bool = False) -> bytes:
         sink = pa.BufferOutputStream()
-        options = pacsv.WriteOptions(include_header=header, quoting_style="none", quoting_header="none")
+        options = pacsv.WriteOptions(
+            include_header=header, quoting_style="none", quoting_header="none"
+        )
         pacsv.write_csv(table, sink, write_options=options)
         return sink.getvalue().to_pybytes()
 
@@ -187,7 +224,7 @@ class Recorder:
         view = memoryview(data)
         try:
             while view:
-                view = view[self.file.write(view):]
+                view = view[self.file.write(view) :]
         except OSError:
             self.file.truncate(self.size)
             self.file.seek(self.size)
@@ -207,8 +244,15 @@ class Recorder:
         """Why each replica is not solved (xorrelu.diagnosis), None for the solved ones."""
         last, depth = self.last_row, self.last_row.shape[1] - 2 - self.layers
         s = self.state
-        return diagnose(s["since"] >= 0, s["diverged"], last[:, 0], last[:, 2 + self.layers :].reshape(-1, depth),
-                        s["first_ratio"], s["below_ln2"], s["cost_at_90"])
+        return diagnose(
+            s["since"] >= 0,
+            s["diverged"],
+            last[:, 0],
+            last[:, 2 + self.layers :].reshape(-1, depth),
+            s["first_ratio"],
+            s["below_ln2"],
+            s["cost_at_90"],
+        )
 
     def snapshot(self) -> dict:
         """Flush, and return what a resumed run needs to go on from exactly here."""

@@ -32,7 +32,10 @@ class BatchedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
-        return f"replicas={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}"
+        return (
+            f"replicas={self.weight.shape[0]}, in_features={self.in_features}, "
+            f"out_features={self.out_features}"
+        )
 
 
 def build_model(cfg, in_features: int) -> nn.Sequential:
@@ -43,7 +46,9 @@ def build_model(cfg, in_features: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(cfg.depth + 1):
         hidden = i < cfg.depth
-        layers.append(BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1)))
+        layers.append(
+            BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1))
+        )
         if hidden:
             layers.append(act.make(cfg.activation, cfg.replicas, cfg.width))
     model = nn.Sequential(*layers)
@@ -59,15 +64,18 @@ def linear_layers(model: nn.Sequential) -> list[BatchedLinear]:
 def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
     """Replica r draws all its weights from one generator seeded seeds[r] (see xorrelu.init)."""
     layers = linear_layers(model)
-    weights = init_weights(init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds)
-    for layer, weight in zip(layers, weights):
+    weights = init_weights(
+        init_cfg, [(layer.in_features, layer.out_features) for layer in layers], seeds
+    )
+    for layer, weight in zip(layers, weights, strict=True):
         layer.weight.copy_(weight)
         layer.bias.fill_(init_cfg.bias)
 
 
 @torch.no_grad()
 def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
-    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU, in the same dtype."""
+    """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU,
+    in the same dtype."""
     layers: list[nn.Module] = []
     for m in model:
         if isinstance(m, BatchedLinear):

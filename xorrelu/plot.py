@@ -24,7 +24,9 @@ def _interrupted_while_starting(signum, frame) -> None:
     os._exit(130)
 
 
-if __name__ == "__main__":  # only as a program: a library import must not touch the caller's signals
+if (
+    __name__ == "__main__"
+):  # only as a program: a library import must not touch the caller's signals
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import argparse  # noqa: E402
@@ -63,16 +65,41 @@ from xorrelu.stats import group_summary, markdown_table, table_rows  # noqa: E40
 
 log = logging.getLogger(__name__)
 
-OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]  # colorblind-safe
-PLATEAUS = dict(zip(  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
-    ["ln 2 = 0.693: all 4 points merged, h = 1/2", "0.477: 3 points merged, h = 2/3", "0.347: 2 pairs merged, h = 1/2 on each"],
-    PLATEAU_COSTS,
-))
+OKABE_ITO = [
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+]  # colorblind-safe
+PLATEAUS = dict(
+    zip(  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
+        [
+            "ln 2 = 0.693: all 4 points merged, h = 1/2",
+            "0.477: 3 points merged, h = 2/3",
+            "0.347: 2 pairs merged, h = 1/2 on each",
+        ],
+        PLATEAU_COSTS,
+        strict=True,
+    )
+)
 MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
-CAUSE_COLORS = {"solved": "#009E73", "diverged": "#000000", "dead": "#D55E00", "vanished": "#0072B2",
-                "plateau": "#E69F00", "slow": "#56B4E9", "other": "#CC79A7", "unknown": "#999999"}
+CAUSE_COLORS = {
+    "solved": "#009E73",
+    "diverged": "#000000",
+    "dead": "#D55E00",
+    "vanished": "#0072B2",
+    "plateau": "#E69F00",
+    "slow": "#56B4E9",
+    "other": "#CC79A7",
+    "unknown": "#999999",
+}
 MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
-MANIFEST = ".xorrelu-plot-files"  # what this plotter wrote into an out dir: the only files it may replace there
+# what this plotter wrote into an out dir: the only files it may replace there
+MANIFEST = ".xorrelu-plot-files"
 MAX_NAME = 100  # characters of a group label in a file name
 
 
@@ -85,7 +112,9 @@ class Results:
     configs: list[dict]  # each job's flat config
     groups: list[str]  # group labels in sweep order
     title: str  # what all jobs share
-    not_completed: list = field(default_factory=list)  # (job dir, why): failed, interrupted, running or skipped jobs
+    not_completed: list = field(
+        default_factory=list
+    )  # (job dir, why): failed, interrupted, running or skipped jobs
 
     def color(self, group: str) -> str:
         return OKABE_ITO[self.groups.index(group) % len(OKABE_ITO)]
@@ -101,20 +130,38 @@ def collect(paths: list[str | Path]) -> Results:
         values = {column_name(k): job.config.get(k) for k in keys}
         metrics.append(job.metrics.assign(job=str(job.path), group=label))
         replicas.append(job_outcomes(job).assign(job=str(job.path), group=label, **values))
-    metrics, replicas = pd.concat(metrics, ignore_index=True), pd.concat(replicas, ignore_index=True)
+    metrics, replicas = (
+        pd.concat(metrics, ignore_index=True),
+        pd.concat(replicas, ignore_index=True),
+    )
     groups = list(dict.fromkeys(replicas.group))
     summary = group_summary(replicas, columns)
     configs = [j.config for j in jobs]
     not_completed = [(str(j.path), _why_not_completed(j)) for j in jobs if j.status != "completed"]
-    not_completed += [(str(s.path), "skipped, not plotted: " + s.reason.replace(f"{s.path}/", "")) for s in skipped]  # path once
-    return Results(metrics, replicas, summary, columns, configs, groups, fixed_description(configs), not_completed)
+    not_completed += [
+        (str(s.path), "skipped, not plotted: " + s.reason.replace(f"{s.path}/", ""))
+        for s in skipped
+    ]  # path once
+    return Results(
+        metrics,
+        replicas,
+        summary,
+        columns,
+        configs,
+        groups,
+        fixed_description(configs),
+        not_completed,
+    )
 
 
 def _why_not_completed(job) -> str:
     """A job that is plotted but did not finish, as the report lists it."""
-    error = f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
+    error = (
+        f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
+    )
     return {
-        "running": "status running: killed (SIGKILL, power loss) or still running; plotted up to its last flushed row",
+        "running": "status running: killed (SIGKILL, power loss) or still running; "
+        "plotted up to its last flushed row",
         "interrupted": f"interrupted{error}; go on with: xorrelu-resume {job.path}",
         "failed": f"failed{error}; plotted up to its last complete row",
     }.get(job.status, "no status: summary.json is missing or does not say whether it completed")
@@ -141,7 +188,8 @@ def _per_step(results: Results, group: str, column: str) -> pd.DataFrame:
 def plot_cost(results: Results, ax=None):
     """Cost vs step: median over replicas, interquartile band, faint replicas when <= 50."""
     ax = _axes(ax)
-    drawable = False  # any positive, finite cost: when every replica diverged, a log axis has nothing to show
+    # any positive, finite cost: when every replica diverged, a log axis has nothing to show
+    drawable = False
     for group in results.groups:
         table, color = _per_step(results, group, "cost"), results.color(group)
         drawable |= bool(((table.values > 0) & np.isfinite(table.values)).any())
@@ -150,7 +198,12 @@ def plot_cost(results: Results, ax=None):
         q25, median, q75 = (table.quantile(q, axis=1) for q in (0.25, 0.5, 0.75))
         ax.fill_between(table.index, q25, q75, color=color, alpha=0.25, linewidth=0)
         ax.plot(table.index, median, color=color, linewidth=2, label=f"{group} (median, IQR)")
-    ax.set(yscale="log" if drawable else "linear", xlabel="step", ylabel="cost (binary cross-entropy)", title="Cost")
+    ax.set(
+        yscale="log" if drawable else "linear",
+        xlabel="step",
+        ylabel="cost (binary cross-entropy)",
+        title="Cost",
+    )
     ax.legend(fontsize="small")
     return ax
 
@@ -159,20 +212,46 @@ def plot_accuracy(results: Results, ax=None):
     """Fraction of replicas solved vs step (solid) and mean accuracy (dashed)."""
     ax = _axes(ax)
     for group in results.groups:
-        cost, acc, color = _per_step(results, group, "cost"), _per_step(results, group, "accuracy"), results.color(group)
-        ax.plot(cost.index, solved(cost, acc).mean(axis=1), color=color, linewidth=2, label=f"{group}: solved")
-        ax.plot(acc.index, acc.mean(axis=1), color=color, linewidth=1, linestyle="--", label=f"{group}: mean accuracy")
-    ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel="fraction of replicas / accuracy", title="Solved replicas and accuracy")
+        cost, acc, color = (
+            _per_step(results, group, "cost"),
+            _per_step(results, group, "accuracy"),
+            results.color(group),
+        )
+        ax.plot(
+            cost.index,
+            solved(cost, acc).mean(axis=1),
+            color=color,
+            linewidth=2,
+            label=f"{group}: solved",
+        )
+        ax.plot(
+            acc.index,
+            acc.mean(axis=1),
+            color=color,
+            linewidth=1,
+            linestyle="--",
+            label=f"{group}: mean accuracy",
+        )
+    ax.set(
+        ylim=(-0.02, 1.02),
+        xlabel="step",
+        ylabel="fraction of replicas / accuracy",
+        title="Solved replicas and accuracy",
+    )
     ax.legend(fontsize="small")
     return ax
 
 
 def _layer_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
-    return sorted((c for c in frame.columns if c.startswith(prefix) and frame[c].notna().any()), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return sorted(
+        (c for c in frame.columns if c.startswith(prefix) and frame[c].notna().any()),
+        key=lambda c: int(c.rsplit("_", 1)[1]),
+    )
 
 
 def plot_grad_norms(results: Results, group: str, ax=None):
-    """One group: median gradient norm of every layer vs step, colored input (dark) to output (light)."""
+    """One group: median gradient norm of every layer vs step,
+    colored input (dark) to output (light)."""
     import matplotlib
 
     ax = _axes(ax)
@@ -180,9 +259,16 @@ def plot_grad_norms(results: Results, group: str, ax=None):
     cmap = matplotlib.colormaps["viridis"]
     for i, column in enumerate(columns):
         median = _per_step(results, group, column).median(axis=1)
-        label = f"layer {i + 1}" + (" (input)" if i == 0 else " (output)" if i == len(columns) - 1 else "")
-        ax.plot(median.index, median, color=cmap(i / max(1, len(columns) - 1)), linewidth=1.2,
-                label=label if i in (0, len(columns) - 1) else None)
+        label = f"layer {i + 1}" + (
+            " (input)" if i == 0 else " (output)" if i == len(columns) - 1 else ""
+        )
+        ax.plot(
+            median.index,
+            median,
+            color=cmap(i / max(1, len(columns) - 1)),
+            linewidth=1.2,
+            label=label if i in (0, len(columns) - 1) else None,
+        )
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (median over replicas)", title=group)
     if columns:  # none when every replica diverged at step 0
         ax.legend(fontsize="small")
@@ -191,7 +277,10 @@ def plot_grad_norms(results: Results, group: str, ax=None):
 
 def _profile(results: Results, group: str, prefix: str, at: str) -> pd.Series:
     rows = results.metrics[results.metrics.group == group]
-    rows = rows[rows.step == (rows.step.min() if at == "first" else rows.groupby("job").step.transform("max"))]
+    rows = rows[
+        rows.step
+        == (rows.step.min() if at == "first" else rows.groupby("job").step.transform("max"))
+    ]
     columns = _layer_columns(rows, prefix)
     values = rows[columns].median() if prefix == "grad_norm_" else rows[columns].mean()
     values.index = [int(c.rsplit("_", 1)[1]) for c in columns]
@@ -199,11 +288,23 @@ def _profile(results: Results, group: str, prefix: str, at: str) -> pd.Series:
 
 
 def _plot_start_and_end(results: Results, prefix: str, ax) -> None:
-    """Per layer, a quantity at step 0 (dashed) and at the last step (solid), one color per group."""
+    """Per layer, a quantity at step 0 (dashed) and at the last step (solid),
+    one color per group."""
     for group in results.groups:
         color = results.color(group)
-        start, end = _profile(results, group, prefix, "first"), _profile(results, group, prefix, "last")
-        ax.plot(start.index, start, color=color, linestyle="--", marker="o", markersize=3, label=f"{group}: step 0")
+        start, end = (
+            _profile(results, group, prefix, "first"),
+            _profile(results, group, prefix, "last"),
+        )
+        ax.plot(
+            start.index,
+            start,
+            color=color,
+            linestyle="--",
+            marker="o",
+            markersize=3,
+            label=f"{group}: step 0",
+        )
         ax.plot(end.index, end, color=color, marker="o", markersize=3, label=f"{group}: last step")
     ax.legend(fontsize="small")
 
@@ -212,7 +313,12 @@ def plot_grad_profile(results: Results, ax=None):
     """Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the last step (solid)."""
     ax = _axes(ax)
     _plot_start_and_end(results, "grad_norm_", ax)
-    ax.set(yscale="log", xlabel="layer (1 = input)", ylabel="gradient norm (median over replicas)", title="Gradient profile")
+    ax.set(
+        yscale="log",
+        xlabel="layer (1 = input)",
+        ylabel="gradient norm (median over replicas)",
+        title="Gradient profile",
+    )
     return ax
 
 
@@ -222,19 +328,32 @@ def plot_outcomes(results: Results, ax=None):
     ax = _axes(ax)
     rng = np.random.default_rng(0)
     rows = results.replicas.assign(
-        x=results.replicas.group.map(results.groups.index) + rng.uniform(-0.25, 0.25, len(results.replicas)),
+        x=results.replicas.group.map(results.groups.index)
+        + rng.uniform(-0.25, 0.25, len(results.replicas)),
         outcome=results.replicas.cause.fillna("solved"),
     )
     for outcome, color in CAUSE_COLORS.items():
         chosen = rows[(rows.outcome == outcome) & ~rows.diverged]
         diverged = int(((rows.outcome == outcome) & rows.diverged).sum())
         if len(chosen) or diverged:
-            ax.scatter(chosen.x, chosen.final_cost, s=14, color=color, alpha=0.75,
-                       label=f"{outcome} ({len(chosen) + diverged}{', not drawn: NaN cost' if diverged else ''})")
-    for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."]):
+            ax.scatter(
+                chosen.x,
+                chosen.final_cost,
+                s=14,
+                color=color,
+                alpha=0.75,
+                label=f"{outcome} ({len(chosen) + diverged}"
+                f"{', not drawn: NaN cost' if diverged else ''})",
+            )
+    for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."], strict=True):
         ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=label)
     tilt = len(results.groups) > 4
-    ax.set_xticks(range(len(results.groups)), results.groups, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_xticks(
+        range(len(results.groups)),
+        results.groups,
+        rotation=30 if tilt else 0,
+        ha="right" if tilt else "center",
+    )
     ax.set(yscale="log", ylabel="final cost", title="Outcome of every replica, by cause")
     ax.legend(fontsize="x-small")
     return ax
@@ -245,16 +364,24 @@ def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "
     ax = _axes(ax)
     model, seeds = _load_model(job, which)
     side = np.linspace(-0.5, 1.5, 81)
-    grid = torch.tensor(np.stack(np.meshgrid(side, side), axis=-1).reshape(-1, 2), dtype=torch.float32)
+    grid = torch.tensor(
+        np.stack(np.meshgrid(side, side), axis=-1).reshape(-1, 2), dtype=torch.float32
+    )
     r = seeds.index(seed)
     with torch.no_grad():
         h = torch.sigmoid(forward(model, grid)[0][r]).reshape(len(side), len(side)).numpy()
     ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
     x, y = make_dataset(OmegaConf.create({"name": "xor"}))
-    ax.scatter(x[:, 0], x[:, 1], c=["white" if label else "black" for label in y], edgecolors="gray", s=40)
+    ax.scatter(
+        x[:, 0], x[:, 1], c=["white" if label else "black" for label in y], edgecolors="gray", s=40
+    )
     row = results.replicas[(results.replicas.job == job) & (results.replicas.seed == seed)].iloc[0]
     outcome = "solved" if pd.isna(row.cause) else row.cause
-    ax.set_title(f"seed {seed}: {which}" + (f", cost {row.final_cost:.3g}, {outcome}" if which == "final" else ""), fontsize="small")
+    ax.set_title(
+        f"seed {seed}: {which}"
+        + (f", cost {row.final_cost:.3g}, {outcome}" if which == "final" else ""),
+        fontsize="small",
+    )
     ax.set_xticks([0, 1])
     ax.set_yticks([0, 1])
     return ax
@@ -264,7 +391,8 @@ _MODELS: dict = {}
 
 
 def _load_model(job: str, which: str):
-    """(batched model, seeds) of a job's weights.pt; ResultsError (one line) for a file that is not one."""
+    """(batched model, seeds) of a job's weights.pt;
+    ResultsError (one line) for a file that is not one."""
     key = (job, which)
     if key not in _MODELS:
         if len(_MODELS) > 8:
@@ -279,8 +407,19 @@ def _load_model(job: str, which: str):
             model.load_state_dict(state[which])
         except JobDirError as error:
             raise ResultsError(str(error)) from None
-        except (RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError, OmegaConfBaseException) as error:
-            raise ResultsError(f"{path} is not a weights file written by xorrelu ({str(error).strip().splitlines()[0][:160]})") from None
+        except (
+            RuntimeError,
+            KeyError,
+            IndexError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            OmegaConfBaseException,
+        ) as error:
+            raise ResultsError(
+                f"{path} is not a weights file written by xorrelu "
+                f"({str(error).strip().splitlines()[0][:160]})"
+            ) from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]
 
@@ -291,18 +430,24 @@ def _check_fits(cfg, tensors: dict, replicas: int) -> None:
     a billion replicas."""
     depth, width = cfg.depth, cfg.width
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (depth, width)):
-        raise ValueError(f"the job's config has depth {depth!r} and width {width!r}, not whole numbers >= 1")
+        raise ValueError(
+            f"the job's config has depth {depth!r} and width {width!r}, not whole numbers >= 1"
+        )
     if cfg.replicas != replicas:
         raise ValueError(f"it holds {replicas} replicas, the job's config says {cfg.replicas!r}")
     pieces = cfg.activation.get("pieces", 1) if cfg.activation.get("name") == "maxout" else 1
     if not isinstance(pieces, int) or isinstance(pieces, bool) or pieces < 1:
-        raise ValueError(f"the job's config has activation.pieces {pieces!r}, not a whole number >= 1")
+        raise ValueError(
+            f"the job's config has activation.pieces {pieces!r}, not a whole number >= 1"
+        )
     inputs = dataset_shape(cfg.dataset)[1]
     units = width * pieces
     needed = replicas * ((inputs + 1) * units + (depth - 1) * (width + 1) * units + width + 1)
     stored = sum(tensor.numel() for tensor in tensors.values())
     if needed > stored:
-        raise ValueError(f"its {stored:,} numbers are fewer than the {needed:,} the job's config needs")
+        raise ValueError(
+            f"its {stored:,} numbers are fewer than the {needed:,} the job's config needs"
+        )
 
 
 def _decision_boundary_figures(results: Results, initial: bool) -> dict:
@@ -310,20 +455,38 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
     figures = {}
     for group in results.groups:
         rows = results.replicas[results.replicas.group == group]
-        rows = rows[[(Path(job) / "weights.pt").is_file() and seed in _load_model(job, "final")[1] for job, seed in zip(rows.job, rows.seed)]]
+        rows = rows[
+            [
+                (Path(job) / "weights.pt").is_file() and seed in _load_model(job, "final")[1]
+                for job, seed in zip(rows.job, rows.seed, strict=True)
+            ]
+        ]
         rows = rows.head(MAX_BOUNDARIES)
         if rows.empty:
             log.info("decision_boundary: %s has no weights.pt (unfinished jobs), skipped", group)
             continue
-        panels = [(job, seed, which) for job, seed in zip(rows.job, rows.seed) for which in (("initial", "final") if initial else ("final",))]
+        panels = [
+            (job, seed, which)
+            for job, seed in zip(rows.job, rows.seed, strict=True)
+            for which in (("initial", "final") if initial else ("final",))
+        ]
         ncols = 4
-        figure, axes = _figure(2.6 * ncols, 2.5 * math.ceil(len(panels) / ncols), nrows=math.ceil(len(panels) / ncols), ncols=ncols, squeeze=False)
-        for ax, (job, seed, which) in zip(axes.flat, panels):
+        figure, axes = _figure(
+            2.6 * ncols,
+            2.5 * math.ceil(len(panels) / ncols),
+            nrows=math.ceil(len(panels) / ncols),
+            ncols=ncols,
+            squeeze=False,
+        )
+        for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
             plot_decision_boundary(results, job, int(seed), which, ax=ax)
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
-        figure.suptitle(f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0", fontsize="small")
+        figure.suptitle(
+            f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0",
+            fontsize="small",
+        )
         figures[name] = figure
     return figures
 
@@ -341,7 +504,12 @@ def plot_stuck_units(results: Results, ax=None):
     """Mean fraction of stuck units per hidden layer, at step 0 (dashed) and at the end (solid)."""
     ax = _axes(ax)
     _plot_start_and_end(results, "stuck_frac_", ax)
-    ax.set(ylim=(-0.02, 1.02), xlabel="hidden layer (1 = input side)", ylabel="fraction of units stuck", title="Stuck units")
+    ax.set(
+        ylim=(-0.02, 1.02),
+        xlabel="hidden layer (1 = input side)",
+        ylabel="fraction of units stuck",
+        title="Stuck units",
+    )
     return ax
 
 
@@ -354,8 +522,15 @@ def plot_success_heatmap(results: Results, ax=None):
     image = ax.imshow(table.values, cmap="cividis", vmin=0, vmax=1, aspect="auto")
     for (r, c), rate in np.ndenumerate(table.values):
         if not np.isnan(rate):
-            ax.text(c, r, f"{rate:.0%}\nn={int(counts.values[r, c])}", ha="center", va="center", fontsize="x-small",
-                    color="black" if rate > 0.5 else "white")
+            ax.text(
+                c,
+                r,
+                f"{rate:.0%}\nn={int(counts.values[r, c])}",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="black" if rate > 0.5 else "white",
+            )
     ax.set_xticks(range(len(table.columns)), table.columns)
     ax.set_yticks(range(len(table.index)), table.index)
     ax.set(xlabel=cols, ylabel=rows, title="Solved rate")
@@ -368,7 +543,9 @@ def _figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Figure
     return figure, figure.subplots(**subplots)
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path | None = None, initial: bool = False) -> Path:
+def write_report(
+    paths: list[str | Path], out_dir: str | Path | None = None, initial: bool = False
+) -> Path:
     """All plots plus summary.csv, summary.md and report.html for the jobs below `paths`;
     returns the plots dir. Everything that can refuse the input runs before the first write, and
     each file is written whole or not at all."""
@@ -376,11 +553,18 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, ini
     default_dir = Path(paths[0]) / "plots"
     out_dir = Path(out_dir) if out_dir else default_dir
     figures = draw_figures(results, initial)
-    names = [f"{name}.{suffix}" for name in figures for suffix in ("png", "svg")] + ["summary.csv", "summary.md", "report.html"]
+    names = [f"{name}.{suffix}" for name in figures for suffix in ("png", "svg")] + [
+        "summary.csv",
+        "summary.md",
+        "report.html",
+    ]
     _claim(out_dir, names, ours_by_default=out_dir.resolve() == default_dir.resolve())
     for name, figure in figures.items():
         for suffix in ("png", "svg"):
-            write_atomic(out_dir / f"{name}.{suffix}", lambda file, f=figure, s=suffix: f.savefig(file, format=s, dpi=100))
+            write_atomic(
+                out_dir / f"{name}.{suffix}",
+                lambda file, f=figure, s=suffix: f.savefig(file, format=s, dpi=100),
+            )
     write_atomic(out_dir / "summary.csv", results.summary.to_csv(index=False).encode())
     write_atomic(out_dir / "summary.md", summary_markdown(results).encode())
     write_html(results, out_dir, list(figures))
@@ -390,15 +574,26 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, ini
 def draw_figures(results: Results, initial: bool = False) -> dict:
     """name -> Figure, every plot of the report (nothing is written)."""
     figures = {}
-    for name, draw in [("cost", plot_cost), ("accuracy", plot_accuracy), ("grad_profile", plot_grad_profile),
-                       ("outcomes", plot_outcomes), ("stuck_units", plot_stuck_units)]:
+    for name, draw in [
+        ("cost", plot_cost),
+        ("accuracy", plot_accuracy),
+        ("grad_profile", plot_grad_profile),
+        ("outcomes", plot_outcomes),
+        ("stuck_units", plot_stuck_units),
+    ]:
         figures[name], ax = _figure()
         draw(results, ax=ax)
     n = len(results.groups)
     ncols = min(n, 3)
-    figures["grad_norms"], axes = _figure(4.2 * ncols, 3.4 * math.ceil(n / ncols), nrows=math.ceil(n / ncols), ncols=ncols,
-                                          squeeze=False, sharey=True)
-    for ax, group in zip(axes.flat, results.groups):
+    figures["grad_norms"], axes = _figure(
+        4.2 * ncols,
+        3.4 * math.ceil(n / ncols),
+        nrows=math.ceil(n / ncols),
+        ncols=ncols,
+        squeeze=False,
+        sharey=True,
+    )
+    for ax, group in zip(axes.flat, results.groups, strict=False):
         plot_grad_norms(results, group, ax=ax)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
@@ -415,17 +610,22 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
 
 
 def _inputs(config: dict) -> int | None:
-    """Inputs of a job's dataset; None when its config does not name one (results checked the name)."""
+    """Inputs of a job's dataset; None when its config does not name one
+    (results checked the name)."""
     if config.get("dataset.name") is None:
         return None
-    return dataset_shape(OmegaConf.create({"name": config["dataset.name"], "bits": config.get("dataset.bits")}))[1]
+    return dataset_shape(
+        OmegaConf.create({"name": config["dataset.name"], "bits": config.get("dataset.bits")})
+    )[1]
 
 
 def summary_markdown(results: Results) -> str:
     """summary.md: the title, the group table, and the jobs that did not complete."""
     text = f"{results.title}\n\n" + markdown_table(results.summary, results.keys)
     if results.not_completed:
-        text += "\n## Jobs not completed\n\n" + "".join(f"- {_flat(job)}: {_flat(why)}\n" for job, why in results.not_completed)
+        text += "\n## Jobs not completed\n\n" + "".join(
+            f"- {_flat(job)}: {_flat(why)}\n" for job, why in results.not_completed
+        )
     return text
 
 
@@ -441,15 +641,26 @@ def _claim(out_dir: Path, names: list[str], ours_by_default: bool) -> None:
     listed in its MANIFEST are: any other file of the same name is the user's, and the whole
     report is refused before anything is written, so nothing of theirs is overwritten."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise ResultsError(f"cannot write the plots into {out_dir}: it is a file, not a directory; choose another --out")
+        raise ResultsError(
+            f"cannot write the plots into {out_dir}: it is a file, not a directory; "
+            "choose another --out"
+        )
     listed = _manifest(out_dir)
-    foreign = [name for name in names if os.path.lexists(out_dir / name) and name not in listed and not ours_by_default]
+    foreign = [
+        name
+        for name in names
+        if os.path.lexists(out_dir / name) and name not in listed and not ours_by_default
+    ]
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ResultsError(f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; it is left as it is: "
-                           "choose another --out or move it away")
+        raise ResultsError(
+            f"{out_dir / foreign[0]}{more} exists and was not written by xorrelu-plot; "
+            "it is left as it is: choose another --out or move it away"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / MANIFEST, "".join(f"{name}\n" for name in sorted(listed | set(names))).encode())
+    write_atomic(
+        out_dir / MANIFEST, "".join(f"{name}\n" for name in sorted(listed | set(names))).encode()
+    )
 
 
 def _manifest(out_dir: Path) -> set[str]:
@@ -461,46 +672,85 @@ def _manifest(out_dir: Path) -> set[str]:
 
 
 CAPTIONS = {
-    "cost": "Cost vs step, log scale: thick line the median over replicas, band the interquartile range, faint lines single replicas. "
-    "A band that splits means some replicas solve XOR and others stay on a plateau.",
-    "accuracy": "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; dashed: mean accuracy. "
-    "A solved fraction that stops rising means the rest are stuck, not slow.",
-    "grad_norms": "Median gradient norm of each Linear layer vs step, dark = input layer, light = output layer, log scale. "
-    "Layers far below the output layer are where the gradient vanished.",
-    "grad_profile": "Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the end (solid). "
-    "A line falling to the left is a gradient vanishing on its way to the input.",
-    "outcomes": "Final cost of every replica, colored by why it is unsolved (diverged, dead, vanished, plateau, slow, other). "
-    "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347.",
-    "stuck_units": "Mean fraction of stuck units per hidden layer (slope below 1% of its peak at every point), at step 0 and at the end. "
-    "A layer at 1 is dead: nothing passes it.",
-    "success_heatmap": "Solved rate per combination of the two swept keys, with the number of replicas. "
-    "Read across a row to see where a setting starts or stops training.",
-    "decision_boundary": "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), the XOR points on top (white y = 1, black y = 0). "
-    "A solved net separates the white points from the black; a dead or vanished one is one flat color.",
+    "cost": (
+        "Cost vs step, log scale: thick line the median over replicas, band the interquartile "
+        "range, faint lines single replicas. "
+        "A band that splits means some replicas solve XOR and others stay on a plateau."
+    ),
+    "accuracy": (
+        "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; "
+        "dashed: mean accuracy. "
+        "A solved fraction that stops rising means the rest are stuck, not slow."
+    ),
+    "grad_norms": (
+        "Median gradient norm of each Linear layer vs step, "
+        "dark = input layer, light = output layer, log scale. "
+        "Layers far below the output layer are where the gradient vanished."
+    ),
+    "grad_profile": (
+        "Median gradient norm vs layer (1 = input) at step 0 (dashed) and at the end (solid). "
+        "A line falling to the left is a gradient vanishing on its way to the input."
+    ),
+    "outcomes": (
+        "Final cost of every replica, colored by why it is unsolved "
+        "(diverged, dead, vanished, plateau, slow, other). "
+        "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347."
+    ),
+    "stuck_units": (
+        "Mean fraction of stuck units per hidden layer "
+        "(slope below 1% of its peak at every point), at step 0 and at the end. "
+        "A layer at 1 is dead: nothing passes it."
+    ),
+    "success_heatmap": (
+        "Solved rate per combination of the two swept keys, with the number of replicas. "
+        "Read across a row to see where a setting starts or stops training."
+    ),
+    "decision_boundary": (
+        "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), "
+        "the XOR points on top (white y = 1, black y = 0). "
+        "A solved net separates the white points from the black; "
+        "a dead or vanished one is one flat color."
+    ),
 }
 
 
 def write_html(results: Results, out_dir: Path, names: list[str]) -> Path:
     """plots/report.html: one self-contained page (images embedded, no network needed)."""
     header, rows = table_rows(results.summary, results.keys)
-    table = "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
-    table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>"
+    table = (
+        "<table><thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+    )
+    table += (
+        "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        + "</tbody></table>"
+    )
     sections = []
     for name in names:
         image = base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode()
         caption = CAPTIONS["decision_boundary" if name.startswith("decision_boundary") else name]
-        sections.append(f'<figure><h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{image}">'
-                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        sections.append(
+            f'<figure><h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" '
+            f'src="data:image/png;base64,{image}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xorrelu report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:0.9em}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:100%}} figcaption{{color:#555;max-width:900px}}</style>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} \
+table{{border-collapse:collapse;font-size:0.9em}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:100%}} \
+figcaption{{color:#555;max-width:900px}}</style>
 </head><body>
 <h1>xorrelu report</h1>
-<p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} group(s) from {len(results.metrics.job.unique())} job(s).</p>
+<p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} \
+group(s) from {len(results.metrics.job.unique())} job(s).</p>
 <h2>Summary</h2>
 {table}
-<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
+<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. \
+Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
 {_not_completed_html(results)}{"".join(sections)}
 </body></html>
 """
@@ -512,27 +762,48 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}} img{{max-width:10
 def _not_completed_html(results: Results) -> str:
     if not results.not_completed:
         return ""
-    items = "".join(f"<li><code>{html.escape(job)}</code>: {html.escape(why)}</li>" for job, why in results.not_completed)
+    items = "".join(
+        f"<li><code>{html.escape(job)}</code>: {html.escape(why)}</li>"
+        for job, why in results.not_completed
+    )
     return f"<h2>Jobs not completed</h2>\n<ul>{items}</ul>\n"
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
     """The newest run or multirun dir under outputs/ that holds a summary.json."""
-    candidates = [p for p in outputs.glob("*/*/*") if p.is_dir() and p.parent.parent.name in ("runs", "multirun")]
+    candidates = [
+        p
+        for p in outputs.glob("*/*/*")
+        if p.is_dir() and p.parent.parent.name in ("runs", "multirun")
+    ]
     candidates = [p for p in candidates if any(p.rglob("summary.json"))]
     if not candidates:
-        raise ResultsError(f"no run with a summary.json under {outputs}/; pass a PATH or train first: python -m xorrelu")
+        raise ResultsError(
+            f"no run with a summary.json under {outputs}/; pass a PATH or train first: "
+            "python -m xorrelu"
+        )
     return max(candidates, key=lambda p: (p.parent.name, p.name))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 written, 2 unusable input or output dir, 130 Ctrl-C, 1 a bug."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C unwinds and cleans up
+        signal.signal(
+            signal.SIGINT, signal.default_int_handler
+        )  # from here on, Ctrl-C unwinds and cleans up
     parser = argparse.ArgumentParser(prog="xorrelu-plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="run dir, multirun dir or outputs/ (default: the newest run)")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="run dir, multirun dir or outputs/ (default: the newest run)",
+    )
     parser.add_argument("--out", help="where to write (default: <first PATH>/plots)")
-    parser.add_argument("--initial", action="store_true", help="draw each net's initial decision boundary beside its final one")
+    parser.add_argument(
+        "--initial",
+        action="store_true",
+        help="draw each net's initial decision boundary beside its final one",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     try:
@@ -547,8 +818,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xorrelu-plot: error: {_flat(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 — a bug, but still one line and never a half-written file
-        print(f"xorrelu-plot: error: unexpected {type(error).__name__}: {_flat(error)[:300]} (a bug in xorrelu-plot; please report it)",
-              file=sys.stderr)
+        print(
+            f"xorrelu-plot: error: unexpected {type(error).__name__}: "
+            f"{_flat(error)[:300]} (a bug in xorrelu-plot; please report it)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -20,10 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
-RESULT_MARKERS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt", ".hydra", "xorrelu.log", "plots",
-                  "tensorboard", ".xorrelu-reserve")
-REMOTE_LAUNCHERS = ("submitit_slurm", "slurm", "ray")  # jobs run on other machines: their memory is theirs
-INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "version")
+RESULT_MARKERS = (
+    "metrics.csv",
+    "summary.json",
+    "checkpoint.pt",
+    "weights.pt",
+    ".hydra",
+    "xorrelu.log",
+    "plots",
+    "tensorboard",
+    ".xorrelu-reserve",
+)
+REMOTE_LAUNCHERS = (
+    "submitit_slurm",
+    "slurm",
+    "ray",
+)  # jobs run on other machines: their memory is theirs
+INFORMATIONAL = (
+    "help",
+    "hydra_help",
+    "cfg",
+    "info",
+    "shell_completion",
+    "experimental_rerun",
+    "version",
+)
 
 
 class Refused(Exception):
@@ -49,7 +70,10 @@ class Plan:
             if status == "completed":
                 done += 1
             else:
-                lines.append(f"{summary.parent.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}")
+                lines.append(
+                    f"{summary.parent.relative_to(self.sweep_dir)}: "
+                    f"{status}{': ' + error if error else ''}"
+                )
         missing = self.jobs - done - len(lines)
         if missing > 0:
             lines.append(f"{missing} job(s) left no summary.json (killed, or never started)")
@@ -69,7 +93,9 @@ def check(argv: list[str], config_path: str) -> Plan:
         return Plan(argv, 0)  # prints something and exits
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     _check_subdirs(args.overrides)
-    if args.config_dir or args.config_path or args.config_name:  # a config from elsewhere: Hydra checks its values
+    if (
+        args.config_dir or args.config_path or args.config_name
+    ):  # a config from elsewhere: Hydra checks its values
         given = [a.split("=", 1)[1] for a in args.overrides if a.startswith(key + "=")]
         if given and "${" not in given[-1]:
             _check_dir(Path(given[-1]), key, args.multirun)
@@ -79,7 +105,9 @@ def check(argv: list[str], config_path: str) -> Plan:
     _check_dir(out_dir, key, args.multirun)
     _make_dir(out_dir, key)
     kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
-    return Plan([f"{key}={_quoted(str(out_dir))}", *kept], len(jobs), out_dir if args.multirun else None)
+    return Plan(
+        [f"{key}={_quoted(str(out_dir))}", *kept], len(jobs), out_dir if args.multirun else None
+    )
 
 
 def _check_subdirs(overrides: list[str]) -> None:
@@ -90,7 +118,10 @@ def _check_subdirs(overrides: list[str]) -> None:
             if arg.startswith(key + "="):
                 value = arg.split("=", 1)[1].strip("'\"")
                 if value.startswith(("/", "~")) or ".." in Path(value).parts:
-                    raise Refused(f"{key}={value!r} leaves the run's dir; give a name inside it (no '/' at the start, no '..')")
+                    raise Refused(
+                        f"{key}={value!r} leaves the run's dir; give a name inside it (no '/' at "
+                        "the start, no '..')"
+                    )
 
 
 def _make_dir(out_dir: Path, key: str) -> None:
@@ -120,15 +151,21 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
 
     register_configs()
     if config_path.startswith("pkg://"):
-        context = initialize_config_module(config_module=config_path.removeprefix("pkg://"), version_base="1.3")
+        context = initialize_config_module(
+            config_module=config_path.removeprefix("pkg://"), version_base="1.3"
+        )
     else:
-        context = initialize_config_dir(config_dir=config_path, version_base="1.3", job_name="xorrelu")
+        context = initialize_config_dir(
+            config_dir=config_path, version_base="1.3", job_name="xorrelu"
+        )
     with context:
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().hydra.config_loader)
         try:
             parsed = parser.parse_overrides(overrides)
             fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-            base = compose("config", overrides=fixed if multirun else overrides, return_hydra_config=True)
+            base = compose(
+                "config", overrides=fixed if multirun else overrides, return_hydra_config=True
+            )
             jobs = [overrides]
             if multirun:
                 launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
@@ -147,11 +184,17 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
         swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
         for number, job in enumerate(jobs):
-            where = f"job {number} ({' '.join(job[i] for i in swept) or ' '.join(job)}): " if multirun else ""
+            where = (
+                f"job {number} ({' '.join(job[i] for i in swept) or ' '.join(job)}): "
+                if multirun
+                else ""
+            )
             try:
                 with read_write(base.hydra), open_dict(base.hydra):
                     base.hydra.job.num = number
-                HydraConfig.instance().set_config(base)  # for ${hydra:job.num} and the like in values
+                HydraConfig.instance().set_config(
+                    base
+                )  # for ${hydra:job.num} and the like in values
                 validate(compose_job(list(job)), check_memory=check_memory)
             except ConfigError as error:
                 raise Refused(f"{where}{error}") from None
@@ -223,7 +266,10 @@ def _check_dir(out_dir: Path, key: str, multirun: bool) -> None:
 def _check_dir_unguarded(out_dir: Path, key: str, multirun: bool) -> None:
     for part in out_dir.parts:
         if len(os.fsencode(part)) > 255:
-            raise Refused(f"cannot write results under {key}: the name {part[:40]}... is longer than 255 bytes; choose a shorter one")
+            raise Refused(
+                f"cannot write results under {key}: the name {part[:40]}... "
+                "is longer than 255 bytes; choose a shorter one"
+            )
     absolute = out_dir.absolute()
     for path in [absolute, *absolute.parents]:
         if path.exists() or path.is_symlink():
@@ -238,8 +284,9 @@ def _check_dir_unguarded(out_dir: Path, key: str, multirun: bool) -> None:
         if holds:
             what, verb = ("a sweep", "finish its jobs") if multirun else ("a run", "continue it")
             raise Refused(
-                f"{out_dir} already holds {what} ({holds} is there); nothing was changed. To {verb}: "
-                f"python -m xorrelu.resume {out_dir}; to start anew, choose another {key} (or leave it out)"
+                f"{out_dir} already holds {what} ({holds} is there); nothing was changed. "
+                f"To {verb}: python -m xorrelu.resume {out_dir}; to start anew, "
+                f"choose another {key} (or leave it out)"
             )
         _check_writable(out_dir, out_dir)
 
@@ -265,7 +312,10 @@ def _check_writable(path: Path, out_dir: Path) -> None:
         read_only = False
     if read_only or not os.access(path, os.W_OK | os.X_OK):
         reason = "is on a read-only file system" if read_only else "is not writable"
-        raise Refused(f"cannot write results under {out_dir}: {path} {reason} ({errno.errorcode.get(errno.EROFS if read_only else errno.EACCES)})")
+        raise Refused(
+            f"cannot write results under {out_dir}: {path} {reason} "
+            f"({errno.errorcode.get(errno.EROFS if read_only else errno.EACCES)})"
+        )
 
 
 def _quoted(value: str) -> str:

@@ -2,7 +2,8 @@
 out which config keys make the experiment differ between them.
 
     import xorrelu
-    metrics = xorrelu.load("outputs/multirun/2026-11-28/17-02-07-722908")   # one row per step per replica
+    # one row per step per replica
+    metrics = xorrelu.load("outputs/multirun/2026-11-28/17-02-07-722908")
     metrics.groupby(["activation", "step"]).cost.median()
 """
 
@@ -25,15 +26,34 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
 from xorrelu.diagnosis import CAUSES
 from xorrelu.init import INITIALIZERS
-from xorrelu.jobdir import MAX_HYDRA_CONFIG_BYTES, MAX_SUMMARY_BYTES, STATUSES, JobDirError, read_bounded
+from xorrelu.jobdir import (
+    MAX_HYDRA_CONFIG_BYTES,
+    MAX_SUMMARY_BYTES,
+    STATUSES,
+    JobDirError,
+    read_bounded,
+)
 from xorrelu.metrics import solved as is_solved
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
-PER_LAYER = re.compile(r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}")  # the only other metrics.csv columns the plotter reads
+PER_LAYER = re.compile(
+    r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}"
+)  # the only other metrics.csv columns the plotter reads
 # Keys that never change what is being measured: jobs differing only in these are pooled.
-NOT_EXPERIMENTAL = {"seed", "replicas", "device", "print_every", "log_every", "plot", "engine", "compile", "threads", "tensorboard"}
+NOT_EXPERIMENTAL = {
+    "seed",
+    "replicas",
+    "device",
+    "print_every",
+    "log_every",
+    "plot",
+    "engine",
+    "compile",
+    "threads",
+    "tensorboard",
+}
 SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
 MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
@@ -69,7 +89,11 @@ def find_jobs(paths: list[Path]) -> list[Path]:
             raise ResultsError(f"no such file or directory: {root}")
         if not root.is_dir():
             raise ResultsError(f"not a directory: {root}")
-        below = [d for d in _walk(root, seen) if (d / "summary.json").is_file() or (d / "metrics.csv").is_file()]
+        below = [
+            d
+            for d in _walk(root, seen)
+            if (d / "summary.json").is_file() or (d / "metrics.csv").is_file()
+        ]
         jobs += sorted(below, key=_natural)
     return jobs
 
@@ -89,7 +113,9 @@ def _walk(root: Path, seen: set) -> list[Path]:
             if (info.st_dev, info.st_ino) in seen:
                 continue
             seen.add((info.st_dev, info.st_ino))
-            entries = sorted(os.scandir(directory), key=lambda e: _natural(Path(e.name)))  # first link found wins: make it stable
+            entries = sorted(
+                os.scandir(directory), key=lambda e: _natural(Path(e.name))
+            )  # first link found wins: make it stable
         except OSError as error:  # a dir that vanished, no permission
             if directory == root:
                 raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
@@ -115,16 +141,28 @@ def read_metrics(path: Path) -> pd.DataFrame:
             complete = _ends_with_newline(file)
             frame = pd.read_csv(file, usecols=_wanted)
     except pd.errors.EmptyDataError:
-        raise ResultsError(f"{path} is empty: the job wrote no row (killed or failed before its first flush); run it again") from None
-    except (ValueError, UnicodeDecodeError, OverflowError) as error:  # pandas' ParserError is a ValueError
+        raise ResultsError(
+            f"{path} is empty: the job wrote no row (killed or failed before its first flush); "
+            "run it again"
+        ) from None
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        OverflowError,
+    ) as error:  # pandas' ParserError is a ValueError
         raise ResultsError(f"{path} is not a metrics CSV: {_one_line(error)}") from None
     if not complete:
-        frame = frame.iloc[:-1].copy()  # a copy: its columns are replaced below (pandas 2 would warn)
+        frame = frame.iloc[
+            :-1
+        ].copy()  # a copy: its columns are replaced below (pandas 2 would warn)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
     if frame.empty:
-        raise ResultsError(f"{path} has a header but no complete row: the job was stopped before its first flush; run it again")
+        raise ResultsError(
+            f"{path} has a header but no complete row: the job was stopped before its first flush; "
+            "run it again"
+        )
     for column in frame.columns:
         frame[column] = _numbers(frame[column], path)
     _check_values(frame, path)
@@ -132,8 +170,10 @@ def read_metrics(path: Path) -> pd.DataFrame:
     repeated = frame.duplicated(["step", "seed"])
     if repeated.any():
         step, seed = frame.loc[repeated, ["step", "seed"]].iloc[0]
-        raise ResultsError(f"{path} holds {int(repeated.sum())} repeated rows (first: step {step}, seed {seed}): "
-                           "it is not one run's log; keep one copy of each row")
+        raise ResultsError(
+            f"{path} holds {int(repeated.sum())} repeated rows (first: step {step}, seed {seed}): "
+            "it is not one run's log; keep one copy of each row"
+        )
     return frame
 
 
@@ -152,15 +192,18 @@ def _ends_with_newline(file) -> bool:
 
 
 def _numbers(column: pd.Series, path: Path) -> pd.Series:
-    """A metrics column as numbers; text where a number belongs (or true/false) makes the job unusable."""
+    """A metrics column as numbers; text where a number belongs (or true/false)
+    makes the job unusable."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return column
     values = pd.to_numeric(column.astype(object), errors="coerce")
     bad = (values.isna() & column.notna()) | column.map(lambda v: isinstance(v, bool))
     if bad.any():
         i = int(bad.to_numpy().argmax())
-        raise ResultsError(f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
-                          "the file is damaged: run the job again")
+        raise ResultsError(
+            f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
+            "the file is damaged: run the job again"
+        )
     return values
 
 
@@ -181,8 +224,10 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         bad = ~ok(frame[column])
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise ResultsError(f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
-                              "the file is damaged: run the job again")
+            raise ResultsError(
+                f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
+                "the file is damaged: run the job again"
+            )
 
 
 def read_summary(job_dir: Path) -> dict | None:
@@ -196,7 +241,10 @@ def read_summary(job_dir: Path) -> dict | None:
         raise ResultsError(str(error)) from None
     summary, problem = _parse_summary(data)
     if problem:
-        raise ResultsError(f"{path} is not a summary written by xorrelu: {problem}; restore it or run the job again")
+        raise ResultsError(
+            f"{path} is not a summary written by xorrelu: {problem}; "
+            "restore it or run the job again"
+        )
     return summary
 
 
@@ -225,14 +273,22 @@ def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
         if not isinstance(replica, dict):
             return None, f"replicas[{i}] is {_json_type(replica)}, not an object"
         if not _is_int(replica.get("seed"), 0, MAX_WHOLE):
-            return None, f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0"
+            return (
+                None,
+                f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0",
+            )
         if replica.get("cause") is not None and replica["cause"] not in CAUSES:
-            return None, f"replicas[{i}].cause is {_short(replica['cause'])}, not one of {', '.join(CAUSES)} or null"
+            return (
+                None,
+                f"replicas[{i}].cause is {_short(replica['cause'])}, "
+                f"not one of {', '.join(CAUSES)} or null",
+            )
     return summary, None
 
 
 def read_config(job_dir: Path, summary: dict | None = None) -> dict:
-    """The job's resolved config, flattened to dotted keys (summary.json, else .hydra/config.yaml)."""
+    """The job's resolved config, flattened to dotted keys (summary.json,
+    else .hydra/config.yaml)."""
     return flatten_config(*nested_config(job_dir, summary))
 
 
@@ -244,7 +300,9 @@ def nested_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Pat
         return summary["config"], Path(job_dir) / "summary.json"
     path = Path(job_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise ResultsError(f"{job_dir} has metrics.csv but neither summary.json nor .hydra/config.yaml")
+        raise ResultsError(
+            f"{job_dir} has metrics.csv but neither summary.json nor .hydra/config.yaml"
+        )
     return _read_hydra_config(path), path
 
 
@@ -253,15 +311,27 @@ def _read_hydra_config(path: Path) -> dict:
         text = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config").decode("utf-8")
         # Hydra never writes YAML aliases; refusing them keeps a "billion laughs" file from
         # expanding into gigabytes when the config is resolved.
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise ResultsError(f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config")
+        if any(
+            isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)
+        ):
+            raise ResultsError(
+                f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config"
+            )
         config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     except JobDirError as error:
         raise ResultsError(str(error)) from None
-    except (yaml.YAMLError, OmegaConfBaseException, ValueError, RecursionError) as error:  # UnicodeDecodeError too
+    except (
+        yaml.YAMLError,
+        OmegaConfBaseException,
+        ValueError,
+        RecursionError,
+    ) as error:  # UnicodeDecodeError too
         raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
     if not isinstance(config, dict):
-        raise ResultsError(f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, not a mapping")
+        raise ResultsError(
+            f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, "
+            "not a mapping"
+        )
     return config
 
 
@@ -279,18 +349,31 @@ def flatten_config(config: dict, source: Path) -> dict:
             elif value is None or isinstance(value, (str, int, float, bool)):
                 flat[name] = value
             else:
-                raise ResultsError(f"{source}: config key {name} holds {_json_type(value)}, not a single value")
-    for key, registry in (("dataset.name", DATASETS), ("activation.name", ACTIVATIONS), ("init.name", INITIALIZERS)):
-        if flat.get(key) is not None and flat[key] not in registry:  # the plotter rebuilds nets from these
-            raise ResultsError(f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}")
+                raise ResultsError(
+                    f"{source}: config key {name} holds {_json_type(value)}, not a single value"
+                )
+    for key, registry in (
+        ("dataset.name", DATASETS),
+        ("activation.name", ACTIVATIONS),
+        ("init.name", INITIALIZERS),
+    ):
+        if (
+            flat.get(key) is not None and flat[key] not in registry
+        ):  # the plotter rebuilds nets from these
+            raise ResultsError(
+                f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}"
+            )
     bits = flat.get("dataset.bits")
     if bits is not None and not _is_int(bits, 1, 16):
-        raise ResultsError(f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16")
+        raise ResultsError(
+            f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16"
+        )
     return flat
 
 
 def read_causes(job_dir: Path) -> dict:
-    """seed -> cause, as the training job diagnosed it (the plotter never rewrites a job's files)."""
+    """seed -> cause, as the training job diagnosed it
+    (the plotter never rewrites a job's files)."""
     summary = read_summary(job_dir) or {}
     return {int(r["seed"]): r.get("cause") for r in summary.get("replicas") or []}
 
@@ -307,7 +390,9 @@ def read_job(job_dir: Path) -> Job:
         config = read_config(job_dir, summary)
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
-            raise ResultsError(f"{problem} (summary.json says {status}{': ' + _one_line(error) if error else ''})") from None
+            raise ResultsError(
+                f"{problem} (summary.json says {status}{': ' + _one_line(error) if error else ''})"
+            ) from None
         raise
     causes = {int(r["seed"]): r.get("cause") for r in (summary or {}).get("replicas") or []}
     return Job(job_dir, config, metrics, causes, status, error)
@@ -372,8 +457,16 @@ def column_name(key: str) -> str:
 def fixed_description(configs: list[dict]) -> str:
     """What all jobs share, for plot titles: depth, width, init, optimizer, lr, steps."""
     parts = []
-    for key, label in [("activation.name", ""), ("depth", "depth "), ("width", "width "), ("init.name", "init "),
-                       ("optimizer.name", ""), ("optimizer.lr", "lr "), ("dataset.name", ""), ("steps", "steps ")]:
+    for key, label in [
+        ("activation.name", ""),
+        ("depth", "depth "),
+        ("width", "width "),
+        ("init.name", "init "),
+        ("optimizer.name", ""),
+        ("optimizer.lr", "lr "),
+        ("dataset.name", ""),
+        ("steps", "steps "),
+    ]:
         values = {str(c.get(key)) for c in configs}
         if len(values) == 1 and None not in values:
             parts.append(f"{label}{values.pop()}")
@@ -414,7 +507,11 @@ def replica_outcomes(metrics: pd.DataFrame) -> pd.DataFrame:
             "solved": solved.groupby(frame.seed).last(),
         }
     )
-    first = frame.step.where(frame.step > frame.seed.map(last_unsolved).fillna(-1)).groupby(frame.seed).min()
+    first = (
+        frame.step.where(frame.step > frame.seed.map(last_unsolved).fillna(-1))
+        .groupby(frame.seed)
+        .min()
+    )
     out["first_step_solved"] = first.where(out.solved)
     return out.reset_index()
 
@@ -431,7 +528,10 @@ def job_outcomes(job: Job) -> pd.DataFrame:
     """replica_outcomes of one job, with each replica's diagnosed cause ("unknown" for a job that
     did not complete, None for the solved)."""
     out = replica_outcomes(job.metrics)
-    out["cause"] = [None if solved else job.causes.get(int(seed), "unknown") for seed, solved in zip(out.seed, out.solved)]
+    out["cause"] = [
+        None if solved else job.causes.get(int(seed), "unknown")
+        for seed, solved in zip(out.seed, out.solved, strict=True)
+    ]
     return out
 
 
@@ -445,7 +545,14 @@ def _is_int(value, low: int, high: int) -> bool:
 
 
 def _json_type(value) -> str:
-    names = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 

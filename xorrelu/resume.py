@@ -29,20 +29,46 @@ from xorrelu.callbacks import plot_safely
 from xorrelu.config import ConfigError, validate
 from xorrelu.data import make_dataset
 from xorrelu.files import JobDirBusy
-from xorrelu.jobdir import JobDirError, check_config, file_size, load_torch_file, present, read_hydra_config, read_summary, short
+from xorrelu.jobdir import (
+    JobDirError,
+    check_config,
+    file_size,
+    load_torch_file,
+    present,
+    read_hydra_config,
+    read_summary,
+    short,
+)
 from xorrelu.metrics import columns
 from xorrelu.model import build_model
 from xorrelu.train import Interrupted, make_engine, train
 
 log = logging.getLogger("xorrelu.resume")
 
-# What xorrelu.train._save_checkpoint writes, with the type each value must have ("rng" is never read).
-CHECKPOINT = {"step": int, "model": dict, "engine": str, "compiled": bool, "engine_state": dict, "recorder": dict,
-              "initial": dict, "threads": int, "config": dict}
+# What xorrelu.train._save_checkpoint writes, with the type each value must have
+# ("rng" is never read).
+CHECKPOINT = {
+    "step": int,
+    "model": dict,
+    "engine": str,
+    "compiled": bool,
+    "engine_state": dict,
+    "recorder": dict,
+    "initial": dict,
+    "threads": int,
+    "config": dict,
+}
 # The per-replica state of xorrelu.metrics.Recorder, as Recorder.snapshot() saves it.
-RECORDER = {"diverged": torch.bool, "since": torch.int64, "first_ratio": torch.float32, "below_ln2": torch.bool,
-            "cost_at_90": torch.float32}
-MAX_THREADS = 1024  # torch.set_num_threads(N) starts N threads; more than this is not a real machine's count
+RECORDER = {
+    "diverged": torch.bool,
+    "since": torch.int64,
+    "first_ratio": torch.float32,
+    "below_ln2": torch.bool,
+    "cost_at_90": torch.float32,
+}
+MAX_THREADS = (
+    1024  # torch.set_num_threads(N) starts N threads; more than this is not a real machine's count
+)
 
 
 class ResumeError(JobDirError):
@@ -57,9 +83,16 @@ def _saved(job_dir: Path) -> tuple[dict | None, dict]:
         summary = read_summary(job_dir)
         config, source = summary["config"], job_dir / "summary.json"
     elif present(job_dir / ".hydra" / "config.yaml"):
-        summary, config, source = None, read_hydra_config(job_dir), job_dir / ".hydra" / "config.yaml"
+        summary, config, source = (
+            None,
+            read_hydra_config(job_dir),
+            job_dir / ".hydra" / "config.yaml",
+        )
     else:
-        raise ResumeError(f"{job_dir} holds no config (summary.json or .hydra/config.yaml): not an xorrelu job dir")
+        raise ResumeError(
+            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
+            "not an xorrelu job dir"
+        )
     check_config(config, str(source))
     return summary, config
 
@@ -96,18 +129,37 @@ def _mismatch(saved, expected, where: str) -> str | None:
         if not isinstance(saved, torch.Tensor) or saved.layout != torch.strided:
             return f"{where} is {short(saved)}, not a tensor"
         if saved.shape != expected.shape or saved.dtype != expected.dtype:
-            return f"{where} is {saved.dtype} {list(saved.shape)}, not {expected.dtype} {list(expected.shape)}"
+            return (
+                f"{where} is {saved.dtype} {list(saved.shape)}, "
+                f"not {expected.dtype} {list(expected.shape)}"
+            )
         return None
     if isinstance(expected, dict):
         if not isinstance(saved, dict) or set(saved) != set(expected):
             keys = sorted(map(str, saved)) if isinstance(saved, dict) else saved
             return f"{where} is {short(keys)}, not the keys {short(sorted(map(str, expected)))}"
-        return next(filter(None, (_mismatch(saved[k], v, f"{where}[{k!r}]") for k, v in expected.items())), None)
+        return next(
+            filter(None, (_mismatch(saved[k], v, f"{where}[{k!r}]") for k, v in expected.items())),
+            None,
+        )
     if isinstance(expected, (list, tuple)):
         if type(saved) is not type(expected) or len(saved) != len(expected):
             return f"{where} is {short(saved)}, not a {type(expected).__name__} of {len(expected)}"
-        return next(filter(None, (_mismatch(s, e, f"{where}[{i}]") for i, (s, e) in enumerate(zip(saved, expected)))), None)
-    if isinstance(saved, (torch.Tensor, dict, list, tuple)) or isinstance(saved, bool) != isinstance(expected, bool) or saved != expected:
+        return next(
+            filter(
+                None,
+                (
+                    _mismatch(s, e, f"{where}[{i}]")
+                    for i, (s, e) in enumerate(zip(saved, expected, strict=True))
+                ),
+            ),
+            None,
+        )
+    if (
+        isinstance(saved, (torch.Tensor, dict, list, tuple))
+        or isinstance(saved, bool) != isinstance(expected, bool)
+        or saved != expected
+    ):
         return f"{where} is {short(saved)}, not {short(expected)}"
     return None
 
@@ -126,15 +178,23 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
     with NUL bytes, cut a row in half, or repeat and lose steps."""
     fix = "restore metrics.csv and checkpoint.pt from the same moment, or run the job again"
     if not present(path):
-        raise ResumeError(f"{path} is missing: the rows before the checkpoint are lost; run the job again")
+        raise ResumeError(
+            f"{path} is missing: the rows before the checkpoint are lost; run the job again"
+        )
     size = file_size(path, "rows")
     names = columns(cfg.depth)
     header = (",".join(names) + "\n").encode()
     if not len(header) <= csv_bytes <= size:
-        raise ResumeError(f"{checkpoint_path} says metrics.csv holds {csv_bytes} bytes before step {step}, "
-                          f"but {path} is {size} bytes (and its header {len(header)}); {fix}")
-    longest = 32 * len(names) + 64  # a row: an int step, an int seed and float32s, each far under 32 characters
-    begin = max(len(header) - 1, csv_bytes - 1 - longest)  # from the header's newline at the earliest
+        raise ResumeError(
+            f"{checkpoint_path} says metrics.csv holds {csv_bytes} bytes before step {step}, "
+            f"but {path} is {size} bytes (and its header {len(header)}); {fix}"
+        )
+    longest = (
+        32 * len(names) + 64
+    )  # a row: an int step, an int seed and float32s, each far under 32 characters
+    begin = max(
+        len(header) - 1, csv_bytes - 1 - longest
+    )  # from the header's newline at the earliest
     try:
         with open(path, "rb") as file:
             head = file.read(len(header))
@@ -143,14 +203,25 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     if head != header:
-        raise ResumeError(f"{path} does not start with the header of this config's columns ({short(header.decode())}); {fix}")
-    if (csv_bytes == len(header)) != (step == 0):  # step 0 is always logged: rows exactly when step > 0
+        raise ResumeError(
+            f"{path} does not start with the header of this config's columns "
+            f"({short(header.decode())}); {fix}"
+        )
+    if (csv_bytes == len(header)) != (
+        step == 0
+    ):  # step 0 is always logged: rows exactly when step > 0
         rows = "no rows" if step else "rows"
-        raise ResumeError(f"{path} has {rows} before byte {csv_bytes}, but {checkpoint_path} is at step {step}; {fix}")
+        raise ResumeError(
+            f"{path} has {rows} before byte {csv_bytes}, but {checkpoint_path} is at step {step}; "
+            f"{fix}"
+        )
     if step == 0:
         return
     if not tail.endswith(b"\n"):
-        raise ResumeError(f"{checkpoint_path} says the rows end at byte {csv_bytes} of {path}, which is inside a row; {fix}")
+        raise ResumeError(
+            f"{checkpoint_path} says the rows end at byte {csv_bytes} of {path}, "
+            f"which is inside a row; {fix}"
+        )
     start = tail.rfind(b"\n", 0, len(tail) - 1)
     fields = tail[start + 1 : -1].split(b",")
     try:
@@ -158,38 +229,63 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
     except (ValueError, IndexError):
         last_step = last_seed = None
     if start < 0 or len(fields) != len(names) or last_step is None:
-        raise ResumeError(f"{path} has no row of this config's {len(names)} columns just before byte {csv_bytes}; {fix}")
+        raise ResumeError(
+            f"{path} has no row of this config's {len(names)} columns just before byte "
+            f"{csv_bytes}; {fix}"
+        )
     if last_seed != cfg.seed + cfg.replicas - 1:
-        raise ResumeError(f"{path} ends in the middle of step {last_step} at byte {csv_bytes} (seed {last_seed}, "
-                          f"not the last replica's {cfg.seed + cfg.replicas - 1}); {fix}")
-    logged = cfg.log_every * ((step - 1) // cfg.log_every)  # the last step logged before the checkpoint's
+        raise ResumeError(
+            f"{path} ends in the middle of step {last_step} at byte {csv_bytes} (seed {last_seed}, "
+            f"not the last replica's {cfg.seed + cfg.replicas - 1}); {fix}"
+        )
+    logged = cfg.log_every * (
+        (step - 1) // cfg.log_every
+    )  # the last step logged before the checkpoint's
     if last_step != logged:
-        raise ResumeError(f"{path} ends with step {last_step} at byte {csv_bytes}, but {checkpoint_path} goes on "
-                          f"from step {step}, after step {logged}; {fix}")
+        raise ResumeError(
+            f"{path} ends with step {last_step} at byte {csv_bytes}, but {checkpoint_path} goes on "
+            f"from step {step}, after step {logged}; {fix}"
+        )
 
 
 def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> None:
-    """The checkpoint's plain values: present, of their types, in range, and of this job's config."""
+    """The checkpoint's plain values: present, of their types, in range,
+    and of this job's config."""
     if not isinstance(checkpoint, dict):
-        raise ResumeError(f"{path} is not an xorrelu checkpoint (it holds a {type(checkpoint).__name__}, not a dict)")
+        raise ResumeError(
+            f"{path} is not an xorrelu checkpoint (it holds a {type(checkpoint).__name__}, "
+            "not a dict)"
+        )
     missing = sorted(set(CHECKPOINT) - set(checkpoint))
     if missing:
         raise ResumeError(f"{path} is not an xorrelu checkpoint (it lacks {', '.join(missing)})")
     for key, kind in CHECKPOINT.items():
         if not isinstance(checkpoint[key], kind) or kind is int and type(checkpoint[key]) is bool:
-            raise _damaged(path, f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} {kind.__name__}")
+            raise _damaged(
+                path,
+                f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} "
+                f"{kind.__name__}",
+            )
     check_config(checkpoint["config"], str(path))
     changed = _differences(checkpoint["config"], config)
     if changed:
-        raise ResumeError(f"the config in {job_dir} is not the one its checkpoint was made with: {'; '.join(changed)}")
+        raise ResumeError(
+            f"the config in {job_dir} is not the one its checkpoint was made with: "
+            f"{'; '.join(changed)}"
+        )
 
     step, engine, threads = checkpoint["step"], checkpoint["engine"], checkpoint["threads"]
     if not 0 <= step <= checkpoint["config"]["steps"]:
-        raise _damaged(path, f"step {step} is outside 0..{checkpoint['config']['steps']}, the steps of its config")
+        raise _damaged(
+            path,
+            f"step {step} is outside 0..{checkpoint['config']['steps']}, the steps of its config",
+        )
     if step > cfg.steps:  # train() would run no step at all, after cutting metrics.csv
         source = "summary.json" if present(job_dir / "summary.json") else ".hydra/config.yaml"
-        raise ResumeError(f"{path} is at step {step}, past the {cfg.steps} steps this resume would run to "
-                          f"(the steps of {source}): pass --steps {step} or more")
+        raise ResumeError(
+            f"{path} is at step {step}, past the {cfg.steps} steps this resume would run to "
+            f"(the steps of {source}): pass --steps {step} or more"
+        )
     if engine not in ("autograd", "fused"):
         raise _damaged(path, f"engine {short(engine)} is neither autograd nor fused")
     if engine == "autograd" and checkpoint["compiled"]:
@@ -216,16 +312,25 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
     if wrong:
         raise _damaged(path, f"{wrong} (the {engine} engine's state for this config)")
     counts = _update_counts(checkpoint["engine_state"])
-    expected = float(torch.tensor(float(step), dtype=torch.float32))  # float32 counters stop at 2**24
+    expected = float(
+        torch.tensor(float(step), dtype=torch.float32)
+    )  # float32 counters stop at 2**24
     if any(count not in (step, expected) for count in counts):
-        raise _damaged(path, f"its engine state counts {short(sorted(set(counts)))} updates, but its step is {step}")
+        raise _damaged(
+            path,
+            f"its engine state counts {short(sorted(set(counts)))} updates, but its step is {step}",
+        )
 
 
 def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
     """The metrics writer's state: one value per replica, and a position in metrics.csv."""
     recorder, step = checkpoint["recorder"], checkpoint["step"]
     if set(recorder) != {"csv_bytes", *RECORDER}:
-        raise _damaged(path, f"recorder has the keys {short(sorted(map(str, recorder)))}, not csv_bytes, {', '.join(RECORDER)}")
+        raise _damaged(
+            path,
+            f"recorder has the keys {short(sorted(map(str, recorder)))}, not csv_bytes, "
+            f"{', '.join(RECORDER)}",
+        )
     if type(recorder["csv_bytes"]) is not int:
         raise _damaged(path, f"recorder csv_bytes is {short(recorder['csv_bytes'])}, not an int")
     for key, dtype in RECORDER.items():
@@ -234,7 +339,9 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
             raise _damaged(path, f"{wrong} (one per replica)")
     since = recorder["since"]
     if not ((since == -1) | ((since >= 0) & (since < step))).all():
-        raise _damaged(path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}")
+        raise _damaged(
+            path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}"
+        )
     _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg, path)
 
 
@@ -246,12 +353,17 @@ def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
     """checkpoint.pt, loaded within a size bound derived from cfg and checked in full."""
     path = job_dir / "checkpoint.pt"
     if not present(path):
-        raise ResumeError(f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves none: run it again)")
+        raise ResumeError(
+            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
+            "none: run it again)"
+        )
     x, y = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
     except (ValueError, RuntimeError, OverflowError) as error:  # e.g. a seed beyond torch's 64 bits
-        raise ResumeError(f"the config in {job_dir} cannot build its model: {short(str(error))}") from None
+        raise ResumeError(
+            f"the config in {job_dir} cannot build its model: {short(str(error))}"
+        ) from None
     checkpoint = load_torch_file(path, checkpoint_bound(model.state_dict()))
     # everything train() reads from it, checked before train() opens a file for writing
     _check_fields(checkpoint, path, job_dir, config, cfg)
@@ -265,12 +377,18 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
     summary, config = _saved(job_dir)
     target = config["steps"] if steps is None else steps
     if target < config["steps"]:
-        raise ResumeError(f"--steps {target} would shorten {job_dir}, which runs {config['steps']} steps: --steps may only extend a run")
+        raise ResumeError(
+            f"--steps {target} would shorten {job_dir}, which runs {config['steps']} steps: "
+            "--steps may only extend a run"
+        )
     if summary and summary["status"] == "completed" and target == config["steps"]:
         log.info("skipping %s: completed", job_dir)
         return None
     if present(job_dir / "xorrelu.log") and not (job_dir / "xorrelu.log").is_file():
-        raise ResumeError(f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to it; move it away")
+        raise ResumeError(
+            f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to "
+            "it; move it away"
+        )
     cfg = OmegaConf.create({**config, "steps": target})
     try:
         validate(cfg)
@@ -291,7 +409,12 @@ def find_jobs(root: Path) -> list[Path]:
     if is_job(root):
         return [root]
     jobs, seen = [], set()
-    for child in sorted(root.iterdir(), key=lambda p: (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)):
+    for child in sorted(
+        root.iterdir(),
+        key=lambda p: (
+            (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)
+        ),
+    ):
         real = os.path.realpath(child)  # never raises, even on a symlink loop
         if child.is_dir() and is_job(child) and real not in seen:
             seen.add(real)
@@ -301,7 +424,10 @@ def find_jobs(root: Path) -> list[Path]:
 
 def _error(message: str) -> None:
     """One line on stderr, whatever the message holds (a dir name may contain a newline)."""
-    print("xorrelu-resume: error: " + message.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
+    print(
+        "xorrelu-resume: error: " + message.replace("\r", "\\r").replace("\n", "\\n"),
+        file=sys.stderr,
+    )
 
 
 def _wants_plot(jobs: list[Path]) -> bool:
@@ -328,7 +454,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
         return 2
     failed = 0
     for job in jobs:
-        handler = logging.FileHandler(job / "xorrelu.log", delay=True)  # delay: a refused job gets no new file
+        handler = logging.FileHandler(
+            job / "xorrelu.log", delay=True
+        )  # delay: a refused job gets no new file
         logging.getLogger().addHandler(handler)
         try:
             resume_job(job, steps)
@@ -353,7 +481,11 @@ def _resume_all(root: Path, steps: int | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xorrelu-resume", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", metavar="JOB_DIR", help="a job dir, or a multirun dir to resume every unfinished job below it")
+    parser.add_argument(
+        "path",
+        metavar="JOB_DIR",
+        help="a job dir, or a multirun dir to resume every unfinished job below it",
+    )
     parser.add_argument("--steps", type=int, help="extend the run(s) to this many steps")
     try:
         args = parser.parse_args(argv)
@@ -363,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     with signals.installed():  # SIGINT, SIGTERM, SIGHUP, SIGUSR2: stop cleanly (xorrelu.signals)
         try:
             code = _resume_all(Path(args.path), args.steps)
-        except KeyboardInterrupt:  # before training started, or after it ended: train() saves what it has
+        except (
+            KeyboardInterrupt
+        ):  # before training started, or after it ended: train() saves what it has
             code = None
         except SystemExit as exit_:
             _error(f"stopped (exit {exit_.code!r})")
@@ -371,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         stop = signals.requested()
     if stop is not None or code is None:
         interrupted = signals.Interrupted(stop or signal.SIGINT)
-        _error(f"{interrupted}; a job that was training has its checkpoint: run this again to go on")
+        _error(
+            f"{interrupted}; a job that was training has its checkpoint: run this again to go on"
+        )
         return interrupted.exit_code
     return code
 

@@ -49,7 +49,11 @@ _state = _State()
 def _handle(signum, frame) -> None:
     if _state.stopping or _state.mode == "hold":
         name = signal.Signals(signum).name
-        os.write(2, f"\n{name}: saving... (the results are being written; xorrelu stops by itself)\n".encode())
+        os.write(
+            2,
+            f"\n{name}: saving... "
+            "(the results are being written; xorrelu stops by itself)\n".encode(),
+        )
     if _state.stopping:
         return
     _state.stopping, _state.first = True, signum

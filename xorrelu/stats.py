@@ -22,7 +22,9 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per group of replicas: solved rate with a Wilson 95% interval, median final cost
     with its IQR (diverged replicas left out and counted apart), and steps to solve."""
     rows = []
-    for values, group in replicas.groupby(keys, sort=False, dropna=False) if keys else [((), replicas)]:
+    for values, group in (
+        replicas.groupby(keys, sort=False, dropna=False) if keys else [((), replicas)]
+    ):
         values = values if isinstance(values, tuple) else (values,)
         n, solved = len(group), int(group.solved.sum())
         low, high = wilson_interval(solved, n)
@@ -31,7 +33,7 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         steps_to_solve = group.first_step_solved.dropna()
         rows.append(
             {
-                **dict(zip(keys, values)),
+                **dict(zip(keys, values, strict=False)),
                 "replicas": n,
                 "solved": solved,
                 "solved_rate": solved / n,
@@ -50,20 +52,47 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-TABLE_HEADER = ["replicas", "solved (95% CI)", "median final cost [IQR]", "diverged", "steps to solve (median of solved)", "unsolved by cause"]
+TABLE_HEADER = [
+    "replicas",
+    "solved (95% CI)",
+    "median final cost [IQR]",
+    "diverged",
+    "steps to solve (median of solved)",
+    "unsolved by cause",
+]
 
 
 def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """The group table as a person reads it: header and formatted rows (summary.md, report.html)."""
     rows = []
     for row in summary.to_dict("records"):
-        solved = f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} [{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
-        cost = f"{row['median_final_cost']:.3g} [{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
-        steps = "" if np.isnan(row["median_steps_to_solve"]) else f"{row['median_steps_to_solve']:.0f}"
+        solved = (
+            f"{row['solved']}/{row['replicas']} = {row['solved_rate']:.0%} "
+            f"[{row['solved_ci_low']:.0%}, {row['solved_ci_high']:.0%}]"
+        )
+        cost = (
+            f"{row['median_final_cost']:.3g} "
+            f"[{row['final_cost_q25']:.3g}, {row['final_cost_q75']:.3g}]"
+        )
+        steps = (
+            "" if np.isnan(row["median_steps_to_solve"]) else f"{row['median_steps_to_solve']:.0f}"
+        )
         if row["unsolved"]:
             steps += ("; " if steps else "") + f"{row['unsolved']} unsolved: > {row['steps']}"
-        causes = ", ".join(f"{cause} {row[f'cause_{cause}']}" for cause in CAUSES if row.get(f"cause_{cause}"))
-        rows.append([*(str(row[k]) for k in keys), str(row["replicas"]), solved, cost, str(row["diverged"]), steps, causes])
+        causes = ", ".join(
+            f"{cause} {row[f'cause_{cause}']}" for cause in CAUSES if row.get(f"cause_{cause}")
+        )
+        rows.append(
+            [
+                *(str(row[k]) for k in keys),
+                str(row["replicas"]),
+                solved,
+                cost,
+                str(row["diverged"]),
+                steps,
+                causes,
+            ]
+        )
     return [*keys, *TABLE_HEADER], rows
 
 

@@ -49,13 +49,18 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = {
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr),
-    "momentum": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps),
+    "momentum": lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov
+    ),
+    "adam": lambda params, c: torch.optim.Adam(
+        params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps
+    ),
     "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, alpha=c.alpha, eps=c.eps),
 }
 
 
-COMPILE_AUTO_MODEL_STEPS = 2_000_000  # compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
+# compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
+COMPILE_AUTO_MODEL_STEPS = 2_000_000
 
 
 def resolve_device(device) -> torch.device:
@@ -70,7 +75,9 @@ class AutogradEngine:
 
     name, compiled = "autograd", False
 
-    def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, act: Activation, cfg):
+    def __init__(
+        self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, act: Activation, cfg
+    ):
         self.model, self.x, self.y, self.act, self.act_cfg = model, x, y, act, cfg.activation
         self.layers = linear_layers(model)
         self.has_prelu = any(isinstance(m, BatchedPReLU) for m in model)
@@ -87,7 +94,10 @@ class AutogradEngine:
             row = [costs[None], accuracy(logits, self.y)[None]]
             if log:
                 prelu = prelu_slopes(self.model) if self.has_prelu else None
-                row += [grad_norms(self.layers), stuck_fractions(pre_activations, self.act, self.act_cfg, prelu)]
+                row += [
+                    grad_norms(self.layers),
+                    stuck_fractions(pre_activations, self.act, self.act_cfg, prelu),
+                ]
             row = torch.cat(row).T  # [replicas, columns]
         if update:
             self.optimizer.step()
@@ -103,12 +113,18 @@ class AutogradEngine:
         self.optimizer.load_state_dict(state)
 
 
-def make_engine(cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, same_as: dict | None = None):
+def make_engine(
+    cfg, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, same_as: dict | None = None
+):
     """compile=auto compiles when the run is long enough for ~15 s of compilation to pay off;
     engine=auto takes the fused engine exactly then (uncompiled, autograd is as fast). A resumed
     run keeps the engine of its checkpoint (`same_as`), so its numbers continue exactly."""
     act = get_activation(cfg.activation.name)
-    compile_ = cfg.steps * cfg.replicas >= COMPILE_AUTO_MODEL_STEPS if cfg.compile == "auto" else bool(cfg.compile)
+    compile_ = (
+        cfg.steps * cfg.replicas >= COMPILE_AUTO_MODEL_STEPS
+        if cfg.compile == "auto"
+        else bool(cfg.compile)
+    )
     engine = Engine(cfg.engine)
     if same_as:
         engine, compile_ = Engine(same_as["engine"]), same_as["compiled"]
@@ -125,7 +141,10 @@ def train(cfg, out_dir: str | Path, checkpoint: dict | None = None) -> dict:
     One process at a time writes into a job dir (xorrelu.files.locked)."""
     out_dir = Path(out_dir)
     if checkpoint and not 0 <= checkpoint["step"] <= cfg.steps:  # xorrelu.resume checks this first
-        raise ValueError(f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: resuming would cut metrics.csv and run no step")
+        raise ValueError(
+            f"checkpoint step {checkpoint['step']} is outside 0..{cfg.steps}: "
+            "resuming would cut metrics.csv and run no step"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     with signals.installed(), locked(out_dir):
         reserve = None
@@ -151,21 +170,40 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
     if checkpoint:
         engine.load_state_dict(checkpoint["engine_state"])
     log.info("%s", model)
-    log.info("engine: %s%s, %d thread(s), %s", engine.name, ", compiled" if engine.compiled else "", torch.get_num_threads(), device)
+    log.info(
+        "engine: %s%s, %d thread(s), %s",
+        engine.name,
+        ", compiled" if engine.compiled else "",
+        torch.get_num_threads(),
+        device,
+    )
 
     summary = _job_info(cfg, device, engine)
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     initial = checkpoint["initial"] if checkpoint else _cpu_state(model)
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
-    steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints in the hot loop
+    steps, log_every, print_every = (
+        cfg.steps,
+        cfg.log_every,
+        cfg.print_every,
+    )  # plain ints in the hot loop
     first = checkpoint["step"] if checkpoint else 0
     start, warm, step, recorder, board, bar = time.perf_counter(), None, first, None, None, None
     try:
         with signals.mode("hold"):  # the summary and the CSV's header appear together
             write_json(out_dir / "summary.json", summary)
-            recorder = Recorder(out_dir / "metrics.csv", columns(cfg.depth), seeds, device, cfg.steps, resume=checkpoint and checkpoint["recorder"])
-        bar = tqdm(initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False)
+            recorder = Recorder(
+                out_dir / "metrics.csv",
+                columns(cfg.depth),
+                seeds,
+                device,
+                cfg.steps,
+                resume=checkpoint and checkpoint["recorder"],
+            )
+        bar = tqdm(
+            initial=first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False
+        )
         board = TensorBoardLog(out_dir, cfg.depth) if cfg.tensorboard else None
         # Until the first step is done (and compiled), a stop signal stops at once; from then on
         # the loop finishes its step first, so that the checkpoint is of a whole step.
@@ -176,7 +214,9 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
                 logged = step % log_every == 0 or step == steps
                 if step == steps:  # where a longer run would go on: before the final row
                     resume_point = recorder.snapshot()
-                row = engine.step(update=step < steps, log=logged)  # metrics after `step` updates, then update
+                row = engine.step(
+                    update=step < steps, log=logged
+                )  # metrics after `step` updates, then update
                 if logged:
                     recorder.add(step, row)
                     if board:
@@ -194,11 +234,21 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
                 recorder.close()
                 timing = _timing(step, cfg.replicas, start, warm, first)
                 _save_checkpoint(_Saved(out_dir, cfg, model, engine, initial), step, resume_point)
-                summary = _finish(out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing)
+                summary = _finish(
+                    out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing
+                )
     except BaseException as error:
         with signals.mode("hold"):
             saved = _Saved(out_dir, cfg, model, engine, initial)
-            _save_what_we_have(error, saved, step if warm is not None else None, recorder, summary, reserve, (start, warm, first))
+            _save_what_we_have(
+                error,
+                saved,
+                step if warm is not None else None,
+                recorder,
+                summary,
+                reserve,
+                (start, warm, first),
+            )
         raise
     finally:
         if bar is not None:
@@ -210,10 +260,23 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
     return summary
 
 
-def _finish(out_dir: Path, cfg, model, x, recorder: Recorder, summary: dict, initial: dict, seeds: list[int], step: int, timing: dict) -> dict:
+def _finish(
+    out_dir: Path,
+    cfg,
+    model,
+    x,
+    recorder: Recorder,
+    summary: dict,
+    initial: dict,
+    seeds: list[int],
+    step: int,
+    timing: dict,
+) -> dict:
     """weights.pt, the final summary.json and the printed table of a completed run."""
     final = _cpu_state(model)
-    save_torch(out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step})
+    save_torch(
+        out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step}
+    )
     with torch.no_grad():
         hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
     last, diverged, since = recorder.last_row.cpu(), recorder.diverged.cpu(), recorder.since.cpu()
@@ -236,7 +299,9 @@ def _finish(out_dir: Path, cfg, model, x, recorder: Recorder, summary: dict, ini
     _print_table(summary["replicas"], x.cpu())
     unsolved = [c for c in causes if c]
     if unsolved:
-        log.info("unsolved: %s", ", ".join(f"{c} {unsolved.count(c)}" for c in dict.fromkeys(unsolved)))
+        log.info(
+            "unsolved: %s", ", ".join(f"{c} {unsolved.count(c)}" for c in dict.fromkeys(unsolved))
+        )
     return summary
 
 
@@ -257,7 +322,8 @@ class _Saved:
 
 
 def _save_checkpoint(saved: _Saved, step: int, recorder_state: dict) -> None:
-    """Everything a run needs to go on from `step` (the next step to measure; `step` updates done)."""
+    """Everything a run needs to go on from `step` (the next step to measure;
+    `step` updates done)."""
     saved.engine.write_back()
     save_torch(
         saved.out_dir / "checkpoint.pt",
@@ -276,7 +342,15 @@ def _save_checkpoint(saved: _Saved, step: int, recorder_state: dict) -> None:
     )
 
 
-def _save_what_we_have(error: BaseException, saved: _Saved, step: int | None, recorder: Recorder | None, summary: dict, reserve: Reserve, clock) -> None:
+def _save_what_we_have(
+    error: BaseException,
+    saved: _Saved,
+    step: int | None,
+    recorder: Recorder | None,
+    summary: dict,
+    reserve: Reserve,
+    clock,
+) -> None:
     """On a stop signal: flush, checkpoint the last completed step (`step`; None when the
     first step was not done, so an earlier checkpoint stays as it is), mark the summary
     interrupted. On any other failure: keep every complete row and say so. The reserve is
@@ -289,19 +363,36 @@ def _save_what_we_have(error: BaseException, saved: _Saved, step: int | None, re
             state = recorder.snapshot()
             recorder.close()
         except OSError as also:
-            log.error("could not write the last rows after %s: %s (every row before them is whole)", type(error).__name__, also)
+            log.error(
+                "could not write the last rows after %s: %s (every row before them is whole)",
+                type(error).__name__,
+                also,
+            )
     interrupted = isinstance(error, KeyboardInterrupt)
     if interrupted:
         summary.update(status="interrupted", error=str(error) or "KeyboardInterrupt")
         if step is not None and state is not None:
             try:
                 _save_checkpoint(saved, step, state)
-                log.warning("interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: python -m xorrelu.resume %s", step, saved.out_dir)
+                log.warning(
+                    "interrupted at step %d: metrics flushed, checkpoint.pt written; go on with: "
+                    "python -m xorrelu.resume %s",
+                    step,
+                    saved.out_dir,
+                )
             except OSError as also:
                 summary["error"] += f"; checkpoint.pt not written: {also}"
-                log.error("interrupted at step %d, but checkpoint.pt could not be written: %s", step, also)
-        elif (saved.out_dir / "checkpoint.pt").is_file():  # a resumed run: its checkpoint still holds
-            log.warning("interrupted before its first step; the checkpoint is unchanged; go on with: python -m xorrelu.resume %s", saved.out_dir)
+                log.error(
+                    "interrupted at step %d, but checkpoint.pt could not be written: %s", step, also
+                )
+        elif (
+            saved.out_dir / "checkpoint.pt"
+        ).is_file():  # a resumed run: its checkpoint still holds
+            log.warning(
+                "interrupted before its first step; the checkpoint is unchanged; go on with: "
+                "python -m xorrelu.resume %s",
+                saved.out_dir,
+            )
         else:
             log.warning("interrupted before the first step: nothing was trained; run it again")
     else:
@@ -317,7 +408,9 @@ def _print_progress(step: int, row: torch.Tensor) -> None:
     costs, accs = row[:, 0], row[:, 1]
     finite = torch.isfinite(costs)
     alive = costs[finite]
-    spread = f"{alive.quantile(0.5):.7g} ({alive.min():.4g}-{alive.max():.4g})" if len(alive) else "nan"
+    spread = (
+        f"{alive.quantile(0.5):.7g} ({alive.min():.4g}-{alive.max():.4g})" if len(alive) else "nan"
+    )
     solved_now = int(solved(costs, accs).sum())
     extra = f", diverged {int((~finite).sum())}" if not finite.all() else ""
     log.info("step %7d | cost %s | solved %d/%d%s", step, spread, solved_now, len(costs), extra)
@@ -326,7 +419,15 @@ def _print_progress(step: int, row: torch.Tensor) -> None:
 def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> None:
     points = ["h(" + ",".join(str(int(v)) for v in p) + ")" for p in x[:max_points]]
     more = " ..." if len(x) > max_points else ""
-    log.info("%6s %12s %8s %6s  %s%s", "seed", "cost", "accuracy", "solved", "  ".join(f"{p:>10}" for p in points), more)
+    log.info(
+        "%6s %12s %8s %6s  %s%s",
+        "seed",
+        "cost",
+        "accuracy",
+        "solved",
+        "  ".join(f"{p:>10}" for p in points),
+        more,
+    )
     for rep in replicas:
         cost_, acc = rep["final_cost"], rep["final_accuracy"]
         hyps = "  ".join(f"{h:10.7f}" for h in rep["hypothesis"][:max_points])
@@ -341,7 +442,9 @@ def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> 
         )
 
 
-def _timing(step: int, replicas: int, start: float, warm: float | None = None, first: int = 0) -> dict:
+def _timing(
+    step: int, replicas: int, start: float, warm: float | None = None, first: int = 0
+) -> dict:
     """Wall time of this session, and throughput over its steps after the first one (`first`,
     whose time, with any compilation, is `warmup_seconds`)."""
     now = time.perf_counter()
@@ -349,7 +452,9 @@ def _timing(step: int, replicas: int, start: float, warm: float | None = None, f
     if warm is not None:
         done = step - first - 1
         timing["warmup_seconds"] = warm - start
-        timing["model_steps_per_second"] = done * replicas / (now - warm) if done > 0 and now > warm else None
+        timing["model_steps_per_second"] = (
+            done * replicas / (now - warm) if done > 0 and now > warm else None
+        )
     return timing
 
 
@@ -385,7 +490,9 @@ def _git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
