@@ -63,9 +63,8 @@ class FusedEngine:
         self.opt = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
-        with (
-            torch.no_grad()
-        ):  # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
+        # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
+        with torch.no_grad():
             self.weights = [layer.weight.permute(1, 2, 0).contiguous() for layer in self.layers]
             self.biases = [layer.bias[:, 0, :].T.contiguous() for layer in self.layers]
         params = self.weights + self.biases

@@ -254,9 +254,8 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
                 ValueError,
                 NotImplementedError,
             ) as error:
-                if (
-                    start == b"PK\x03\x04"
-                ):  # it began as a zip archive but its end (the central directory) is unreadable
+                # it began as a zip archive but its end (the central directory) is unreadable
+                if start == b"PK\x03\x04":
                     raise JobDirError(
                         f"{path} is damaged (truncated: its zip archive ends early or is corrupt: "
                         f"{error}); restore the file or run the job again"

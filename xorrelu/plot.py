@@ -24,9 +24,8 @@ def _interrupted_while_starting(signum, frame) -> None:
     os._exit(130)
 
 
-if (
-    __name__ == "__main__"
-):  # only as a program: a library import must not touch the caller's signals
+# only as a program: a library import must not touch the caller's signals
+if __name__ == "__main__":
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import argparse  # noqa: E402

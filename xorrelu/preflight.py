@@ -93,9 +93,8 @@ def check(argv: list[str], config_path: str) -> Plan:
         return Plan(argv, 0)  # prints something and exits
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     _check_subdirs(args.overrides)
-    if (
-        args.config_dir or args.config_path or args.config_name
-    ):  # a config from elsewhere: Hydra checks its values
+    # a config from elsewhere: Hydra checks its values
+    if args.config_dir or args.config_path or args.config_name:
         given = [a.split("=", 1)[1] for a in args.overrides if a.startswith(key + "=")]
         if given and "${" not in given[-1]:
             _check_dir(Path(given[-1]), key, args.multirun)

@@ -357,9 +357,8 @@ def flatten_config(config: dict, source: Path) -> dict:
         ("activation.name", ACTIVATIONS),
         ("init.name", INITIALIZERS),
     ):
-        if (
-            flat.get(key) is not None and flat[key] not in registry
-        ):  # the plotter rebuilds nets from these
+        # the plotter rebuilds nets from these
+        if flat.get(key) is not None and flat[key] not in registry:
             raise ResultsError(
                 f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}"
             )

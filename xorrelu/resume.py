@@ -207,9 +207,8 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
             f"{path} does not start with the header of this config's columns "
             f"({short(header.decode())}); {fix}"
         )
-    if (csv_bytes == len(header)) != (
-        step == 0
-    ):  # step 0 is always logged: rows exactly when step > 0
+    # step 0 is always logged: rows exactly when step > 0
+    if (csv_bytes == len(header)) != (step == 0):
         rows = "no rows" if step else "rows"
         raise ResumeError(
             f"{path} has {rows} before byte {csv_bytes}, but {checkpoint_path} is at step {step}; "
@@ -495,9 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     with signals.installed():  # SIGINT, SIGTERM, SIGHUP, SIGUSR2: stop cleanly (xorrelu.signals)
         try:
             code = _resume_all(Path(args.path), args.steps)
-        except (
-            KeyboardInterrupt
-        ):  # before training started, or after it ended: train() saves what it has
+        # before training started, or after it ended: train() saves what it has
+        except KeyboardInterrupt:
             code = None
         except SystemExit as exit_:
             _error(f"stopped (exit {exit_.code!r})")
