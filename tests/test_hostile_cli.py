@@ -729,3 +729,53 @@ def test_weights_that_cannot_be_written_at_the_end_leave_a_failed_summary(tmp_pa
         train(make_cfg(*TINY), tmp_path / "job")
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     assert summary["status"] == "failed" and "PytorchStreamWriter" in summary["error"]
+
+
+def test_a_write_that_fails_half_way_is_cut_back_to_the_last_whole_row(tmp_path, monkeypatch):
+    """The fault-injecting writer (no tmpfs needed): the third chunk of rows is written half,
+    then the disk is full. metrics.csv ends on a whole row and the summary says failed."""
+    import functools
+
+    from conftest import make_cfg
+
+    from xorrelu import metrics
+    from xorrelu.train import train
+
+    class FullAfterHalf:
+        """The file, except that its next write stores half the bytes, the next one fails."""
+
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 1:
+                return self.file.write(data[: len(data) // 2])  # a torn row on disk ...
+            raise OSError(28, "No space left on device")  # ... and then no room
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    real_append, calls = metrics.Recorder._append, []
+
+    def half_then_full(self, data):
+        calls.append(1)
+        if len(calls) == 3:
+            self.file = FullAfterHalf(self.file)
+        real_append(self, data)
+
+    monkeypatch.setattr(metrics.Recorder, "_append", half_then_full)
+    monkeypatch.setattr(
+        metrics.Recorder,
+        "__init__",
+        functools.partialmethod(metrics.Recorder.__init__, flush_rows=40),
+    )
+    with pytest.raises(OSError, match="No space left"):
+        train(make_cfg("steps=100", "replicas=4", "plot=false"), tmp_path / "job")
+    data = (tmp_path / "job" / "metrics.csv").read_bytes()
+    assert data.endswith(b"\n") and data.count(b"\n") == 1 + 40  # header and the first chunk
+    rows = pd.read_csv(tmp_path / "job" / "metrics.csv")
+    assert len(rows) == 40 and rows.notna().all().all()
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    assert not (tmp_path / "job" / ".xorrelu-reserve").exists()
