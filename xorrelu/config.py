@@ -77,7 +77,7 @@ class NormalInitConf(InitConf):
 # --- optimizer ------------------------------------------------------------------------------
 @dataclass
 class OptimizerConf:
-    name: str = MISSING  # registry name, see xorrelu.train.OPTIMIZERS
+    name: str = MISSING  # registry name, see xorrelu.optimizers.OPTIMIZERS
     lr: float = 0.1  # learning rate, > 0
 
 
@@ -203,7 +203,7 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     from xorrelu.activations import ACTIVATIONS
     from xorrelu.data import DATASETS
     from xorrelu.init import INITIALIZERS
-    from xorrelu.train import OPTIMIZERS
+    from xorrelu.optimizers import OPTIMIZERS
 
     _refuse_unknown_keys(cfg, "")
     for group, registry in (

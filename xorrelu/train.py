@@ -42,22 +42,11 @@ from xorrelu.metrics import (
     stuck_fractions,
 )
 from xorrelu.model import build_model, linear_layers
+from xorrelu.optimizers import OPTIMIZERS
 from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = {
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr),
-    "momentum": lambda params, c: torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov
-    ),
-    "adam": lambda params, c: torch.optim.Adam(
-        params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps
-    ),
-    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, alpha=c.alpha, eps=c.eps),
-}
-
 
 # compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
 COMPILE_AUTO_MODEL_STEPS = 2_000_000
