@@ -46,10 +46,10 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
-from xorrelu.diagnosis import PLATEAU_COSTS  # noqa: E402
+from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
 from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
-from xorrelu.metrics import forward, solved  # noqa: E402
+from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.results import (  # noqa: E402
     ResultsError,
@@ -77,9 +77,9 @@ OKABE_ITO = [
 PLATEAUS = dict(
     zip(  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
         [
-            "ln 2 = 0.693: all 4 points merged, h = 1/2",
-            "0.477: 3 points merged, h = 2/3",
-            "0.347: 2 pairs merged, h = 1/2 on each",
+            f"ln 2 = {PLATEAU_COSTS[0]:.3f}: all 4 points merged, h = 1/2",
+            f"{PLATEAU_COSTS[1]:.3f}: 3 points merged, h = 2/3",
+            f"{PLATEAU_COSTS[2]:.3f}: 2 pairs merged, h = 1/2 on each",
         ],
         PLATEAU_COSTS,
         strict=True,
@@ -450,7 +450,8 @@ def _check_fits(cfg, tensors: dict, replicas: int) -> None:
 
 
 def _decision_boundary_figures(results: Results, initial: bool) -> dict:
-    """One figure per group, up to 16 replicas (and their initial nets beside them on request)."""
+    """One figure per group, up to MAX_BOUNDARIES replicas (and their initial nets beside them on
+    request)."""
     figures = {}
     for group in results.groups:
         rows = results.replicas[results.replicas.group == group]
@@ -677,7 +678,8 @@ CAPTIONS = {
         "A band that splits means some replicas solve XOR and others stay on a plateau."
     ),
     "accuracy": (
-        "Solid: the fraction of replicas solved (accuracy 1 and cost < 0.1) at each step; "
+        "Solid: the fraction of replicas solved "
+        f"(accuracy 1 and cost < {SOLVED_COST:g}) at each step; "
         "dashed: mean accuracy. "
         "A solved fraction that stops rising means the rest are stuck, not slow."
     ),
@@ -692,12 +694,13 @@ CAPTIONS = {
     ),
     "outcomes": (
         "Final cost of every replica, colored by why it is unsolved "
-        "(diverged, dead, vanished, plateau, slow, other). "
-        "Gray lines: the costs of collapsed nets, ln 2, 0.477 and 0.347."
+        f"({', '.join(CAUSES)}). "
+        "Gray lines: the costs of collapsed nets, "
+        f"ln 2, {PLATEAU_COSTS[1]:.3f} and {PLATEAU_COSTS[2]:.3f}."
     ),
     "stuck_units": (
         "Mean fraction of stuck units per hidden layer "
-        "(slope below 1% of its peak at every point), at step 0 and at the end. "
+        f"(slope below {STUCK_SLOPE:.0%} of its peak at every point), at step 0 and at the end. "
         "A layer at 1 is dead: nothing passes it."
     ),
     "success_heatmap": (
@@ -705,7 +708,8 @@ CAPTIONS = {
         "Read across a row to see where a setting starts or stops training."
     ),
     "decision_boundary": (
-        "The net's output h over the plane for up to 16 replicas (blue 0 to yellow 1), "
+        f"The net's output h over the plane for up to {MAX_BOUNDARIES} replicas "
+        "(blue 0 to yellow 1), "
         "the XOR points on top (white y = 1, black y = 0). "
         "A solved net separates the white points from the black; "
         "a dead or vanished one is one flat color."
@@ -748,8 +752,8 @@ figcaption{{color:#555;max-width:900px}}</style>
 group(s) from {len(results.metrics.job.unique())} job(s).</p>
 <h2>Summary</h2>
 {table}
-<p>Solved: accuracy 1 and cost &lt; 0.1 at the last step; interval: Wilson 95%. \
-Causes (README, Failure diagnosis): diverged, dead, vanished, plateau, slow, other.</p>
+<p>Solved: accuracy 1 and cost &lt; {SOLVED_COST:g} at the last step; interval: Wilson 95%. \
+Causes (README, Failure diagnosis): {", ".join(CAUSES)}.</p>
 {_not_completed_html(results)}{"".join(sections)}
 </body></html>
 """
