@@ -108,11 +108,11 @@ def job_threads(threads: int, launcher) -> int:
     return 0
 
 
-RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
-
-
 def _holds_results(job_dir: Path) -> bool:
-    return any((job_dir / name).exists() for name in RESULT_FILES)
+    """Hydra has just made the dir and its .hydra/: only what train() writes counts here."""
+    from xorrelu.preflight import RUN_OUTPUTS
+
+    return any((job_dir / name).exists() for name in RUN_OUTPUTS)
 
 
 def _requeued(out_dir: Path) -> bool:
@@ -154,9 +154,8 @@ def run(argv: list[str]) -> int:
         return 1 if _started else 2
     if plan.sweep_dir is None:
         return 1 if _failures else 0
-    lines = (
-        _failures or plan.unfinished_jobs()
-    )  # this process's own reasons, else the jobs' summaries
+    # this process's own reasons, else the jobs' summaries (other launchers' processes)
+    lines = _failures or plan.unfinished_jobs()
     if lines:
         print(
             "xorrelu: jobs of this sweep did not complete (the others did; the plots cover them):",

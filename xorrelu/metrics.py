@@ -167,12 +167,8 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        rows, self.rows, steps, self.steps = (
-            self.rows,
-            [],
-            self.steps,
-            [],
-        )  # a failed write is not tried twice
+        rows, steps = self.rows, self.steps  # taken out first: a failed write is not tried twice
+        self.rows, self.steps = [], []
         self.last_flush = time.monotonic()
         if steps:
             self._flush(steps, rows)
@@ -185,9 +181,8 @@ class Recorder:
         diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
         values = values.masked_fill(diverged[..., None], float("nan"))
         solved_now = solved(cost, accuracy) & ~diverged
-        last_unsolved = (
-            len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)
-        )  # meaningful where any is unsolved
+        # meaningful where any is unsolved
+        last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)
         streak_start = torch.where(
             (~solved_now).any(0),
             steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],

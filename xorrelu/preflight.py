@@ -19,18 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# what train() writes into a job dir; a job finding any of these in its dir does not train there
+RUN_OUTPUTS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt")
 # every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
-RESULT_MARKERS = (
-    "metrics.csv",
-    "summary.json",
-    "checkpoint.pt",
-    "weights.pt",
-    ".hydra",
-    "xorrelu.log",
-    "plots",
-    "tensorboard",
-    ".xorrelu-reserve",
-)
+RESULT_MARKERS = (*RUN_OUTPUTS, ".hydra", "xorrelu.log", "plots", "tensorboard", ".xorrelu-reserve")
 REMOTE_LAUNCHERS = (
     "submitit_slurm",
     "slurm",

@@ -171,12 +171,10 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     initial = checkpoint["initial"] if checkpoint else _cpu_state(model)
+    saved = _Saved(out_dir, cfg, model, engine, initial)  # what the checkpoint is made of
     seeds = list(range(cfg.seed, cfg.seed + cfg.replicas))
-    steps, log_every, print_every = (
-        cfg.steps,
-        cfg.log_every,
-        cfg.print_every,
-    )  # plain ints in the hot loop
+    # plain ints in the hot loop
+    steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every
     first = checkpoint["step"] if checkpoint else 0
     start, warm, step, recorder, board, bar = time.perf_counter(), None, first, None, None, None
     try:
@@ -203,9 +201,8 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
                 logged = step % log_every == 0 or step == steps
                 if step == steps:  # where a longer run would go on: before the final row
                     resume_point = recorder.snapshot()
-                row = engine.step(
-                    update=step < steps, log=logged
-                )  # metrics after `step` updates, then update
+                # metrics after `step` updates, then update
+                row = engine.step(update=step < steps, log=logged)
                 if logged:
                     recorder.add(step, row)
                     if board:
@@ -222,13 +219,10 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
             with signals.mode("hold"):  # from here to the end, signals wait for the results
                 recorder.close()
                 timing = _timing(step, cfg.replicas, start, warm, first)
-                _save_checkpoint(_Saved(out_dir, cfg, model, engine, initial), step, resume_point)
-                summary = _finish(
-                    out_dir, cfg, model, x, recorder, summary, initial, seeds, step, timing
-                )
+                _save_checkpoint(saved, step, resume_point)
+                summary = _finish(saved, x, recorder, summary, seeds, step, timing)
     except BaseException as error:
         with signals.mode("hold"):
-            saved = _Saved(out_dir, cfg, model, engine, initial)
             _save_what_we_have(
                 error,
                 saved,
@@ -250,24 +244,24 @@ def _train(cfg, out_dir: Path, checkpoint: dict | None, reserve: Reserve) -> dic
 
 
 def _finish(
-    out_dir: Path,
-    cfg,
-    model,
-    x,
+    saved: _Saved,
+    x: torch.Tensor,
     recorder: Recorder,
     summary: dict,
-    initial: dict,
     seeds: list[int],
     step: int,
     timing: dict,
 ) -> dict:
     """weights.pt, the final summary.json and the printed table of a completed run."""
-    final = _cpu_state(model)
-    save_torch(
-        out_dir / "weights.pt", {"initial": initial, "final": final, "seeds": seeds, "step": step}
-    )
+    weights = {
+        "initial": saved.initial,
+        "final": _cpu_state(saved.model),
+        "seeds": seeds,
+        "step": step,
+    }
+    save_torch(saved.out_dir / "weights.pt", weights)
     with torch.no_grad():
-        hypotheses = torch.sigmoid(forward(model, x)[0]).cpu()
+        hypotheses = torch.sigmoid(forward(saved.model, x)[0]).cpu()
     last, diverged, since = recorder.last_row.cpu(), recorder.diverged.cpu(), recorder.since.cpu()
     causes = recorder.causes()
     summary["replicas"] = [
@@ -284,7 +278,7 @@ def _finish(
         for r, seed in enumerate(seeds)
     ]
     summary.update(status="completed", **timing)
-    write_json(out_dir / "summary.json", summary)
+    write_json(saved.out_dir / "summary.json", summary)
     _print_table(summary["replicas"], x.cpu())
     unsolved = [c for c in causes if c]
     if unsolved:
@@ -374,9 +368,7 @@ def _save_what_we_have(
                 log.error(
                     "interrupted at step %d, but checkpoint.pt could not be written: %s", step, also
                 )
-        elif (
-            saved.out_dir / "checkpoint.pt"
-        ).is_file():  # a resumed run: its checkpoint still holds
+        elif (saved.out_dir / "checkpoint.pt").is_file():  # a resumed run: its checkpoint holds
             log.warning(
                 "interrupted before its first step; the checkpoint is unchanged; go on with: "
                 "python -m xorrelu.resume %s",
