@@ -223,7 +223,6 @@ def test_any_numeric_values_either_train_or_are_refused_clearly(tmp_path, values
         return
     summary = train(cfg, tmp_path / "job")
     assert summary["status"] == "completed" and len(summary["replicas"]) == values["replicas"]
-    torch.set_num_threads(os.cpu_count() or 1)
 
 
 def test_a_summary_that_is_not_json_is_one_line_for_the_plotter(tmp_path, capsys):

@@ -230,14 +230,12 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     if cfg.compile not in ("auto", True, False):
         raise ConfigError("compile", cfg.compile, "auto, true or false")
     if Engine(cfg.engine) is Engine.fused:
-        from xorrelu.fused import FUSED_ACTIVATIONS
-
-        if cfg.activation.name not in FUSED_ACTIVATIONS:
+        fused = ACTIVATIONS.names(lambda activation: activation.fused)
+        if cfg.activation.name not in fused:
             raise ConfigError(
                 "engine",
                 "fused",
-                f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; "
-                "use engine=autograd or auto",
+                f"the fused engine runs {', '.join(sorted(fused))}; use engine=autograd or auto",
             )
     for key in _POSITIVE:
         _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from xorrelu.activations import BatchedPReLU, get_activation
+from xorrelu.activations import ACTIVATIONS, BatchedPReLU
 from xorrelu.data import make_dataset
 from xorrelu.init import init_weights
 
@@ -40,7 +40,7 @@ class BatchedLinear(nn.Module):
 
 def build_model(cfg, in_features: int) -> nn.Sequential:
     """depth hidden layers of `width` units, then one output logit; initialized per replica."""
-    act = get_activation(cfg.activation.name)
+    act = ACTIVATIONS.get(cfg.activation.name)
     pieces = act.pieces(cfg.activation)
     sizes = [in_features] + [cfg.width] * cfg.depth + [1]
     layers: list[nn.Module] = []
@@ -50,7 +50,7 @@ def build_model(cfg, in_features: int) -> nn.Sequential:
             BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1))
         )
         if hidden:
-            layers.append(act.make(cfg.activation, cfg.replicas, cfg.width))
+            layers.append(act.build(cfg.activation, cfg.replicas, cfg.width))
     model = nn.Sequential(*layers)
     initialize(model, cfg.init, seeds=range(cfg.seed, cfg.seed + cfg.replicas))
     return model

@@ -46,11 +46,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
-from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
 from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
-from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
+from xorrelu.metrics import forward  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
+from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
     ResultsError,
     column_name,

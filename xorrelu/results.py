@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
-from xorrelu.diagnosis import CAUSES
 from xorrelu.init import INITIALIZERS
 from xorrelu.jobdir import (
     MAX_HYDRA_CONFIG_BYTES,
@@ -33,7 +33,7 @@ from xorrelu.jobdir import (
     JobDirError,
     read_bounded,
 )
-from xorrelu.metrics import solved as is_solved
+from xorrelu.outcomes import CAUSES, Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -487,32 +487,60 @@ def load(*paths: str | Path) -> pd.DataFrame:
     return pd.concat([_with_keys(j.metrics, j, keys) for j in jobs], ignore_index=True)
 
 
-def replica_outcomes(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per replica of one job's metrics: its final numbers and when it was solved.
-
-    solved: accuracy 1.0 and cost < 0.1 at the last logged step; first_step_solved: the first
-    logged step from which it stays solved (NaN when it is not solved at the end).
-    """
-    frame = metrics.sort_values(["seed", "step"])
-    solved = is_solved(frame.cost, frame.accuracy)
-    last_unsolved = frame.step.where(~solved).groupby(frame.seed).max()
-    last = frame.groupby("seed").tail(1).set_index("seed")
-    out = pd.DataFrame(
+def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.DataFrame:
+    """One row per replica of one job's metrics: last_step, final_cost, final_accuracy,
+    diverged, solved, first_step_solved (NaN when unsolved) and cause (None when solved), by
+    the same outcome tracker the training job uses (xorrelu.outcomes). `run_steps`: the steps
+    the run was set to (for the cause "slow"; default: its last logged step). A last step that
+    lacks some replica's row (a cut-off file) is left out; any other missing row counts as NaN."""
+    counts = metrics.groupby("step").size()
+    seeds = np.sort(metrics.seed.unique())
+    if counts.iloc[-1] < len(seeds) and len(counts) > 1:
+        metrics = metrics[metrics.step < counts.index[-1]]
+    wide = metrics.pivot(index="step", columns="seed").reindex(columns=seeds, level=1)
+    steps = [int(step) for step in wide.index]
+    outcomes = Outcomes(len(seeds), run_steps if run_steps is not None else steps[-1])
+    kept = outcomes.update(steps, _named_metrics(wide))
+    causes = outcomes.causes()
+    since = outcomes.first_step_solved.numpy()
+    return pd.DataFrame(
         {
-            "last_step": last.step,
-            "final_cost": last.cost,
-            "final_accuracy": last.accuracy,
-            "diverged": last.cost.isna() | ~last.cost.abs().lt(float("inf")),
-            "solved": solved.groupby(frame.seed).last(),
+            "seed": seeds,
+            "last_step": steps[-1],
+            "final_cost": kept["cost"][-1].numpy(),
+            "final_accuracy": kept["accuracy"][-1].numpy(),
+            "diverged": outcomes.diverged.numpy(),
+            "solved": since >= 0,
+            "first_step_solved": np.where(since >= 0, since, np.nan),
+            "cause": causes,
         }
     )
-    first = (
-        frame.step.where(frame.step > frame.seed.map(last_unsolved).fillna(-1))
-        .groupby(frame.seed)
-        .min()
-    )
-    out["first_step_solved"] = first.where(out.solved)
-    return out.reset_index()
+
+
+def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
+    """A [step x (column, seed)] frame as the engines name metrics (xorrelu.metrics): cost and
+    accuracy [steps, replicas], grad_norm and stuck_frac [steps, layers, replicas]."""
+
+    def values(column: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(wide[column], dtype=np.float32))  # a writable copy
+
+    def layers(prefix: str) -> torch.Tensor:  # [steps, layers, replicas]; layer 1 first
+        names = sorted(
+            (c for c in wide.columns.get_level_values(0).unique() if c.startswith(prefix)),
+            key=lambda name: int(name[len(prefix) :]),
+        )
+        shape = (len(wide), 0, wide["cost"].shape[1])
+        return torch.stack([values(n) for n in names], dim=1) if names else torch.empty(shape)
+
+    grad_norm = layers("grad_norm_")
+    if grad_norm.shape[1] == 0:  # not logged: the gradient ratio at step 0 is unknown
+        grad_norm = torch.full_like(values("cost")[:, None], float("nan"))
+    return {
+        "cost": values("cost"),
+        "accuracy": values("accuracy"),
+        "grad_norm": grad_norm,
+        "stuck_frac": layers("stuck_frac_"),
+    }
 
 
 def load_summary(*paths: str | Path) -> pd.DataFrame:
@@ -524,14 +552,9 @@ def load_summary(*paths: str | Path) -> pd.DataFrame:
 
 
 def job_outcomes(job: Job) -> pd.DataFrame:
-    """replica_outcomes of one job, with each replica's diagnosed cause ("unknown" for a job that
-    did not complete, None for the solved)."""
-    out = replica_outcomes(job.metrics)
-    out["cause"] = [
-        None if solved else job.causes.get(int(seed), "unknown")
-        for seed, solved in zip(out.seed, out.solved, strict=True)
-    ]
-    return out
+    """replica_outcomes of one job, over the steps its config set."""
+    steps = job.config.get("steps")
+    return replica_outcomes(job.metrics, steps if _is_int(steps, 1, MAX_WHOLE) else None)
 
 
 def _natural(path: Path) -> list:

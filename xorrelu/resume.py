@@ -22,12 +22,13 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from xorrelu import fused, signals
+from xorrelu import signals
 from xorrelu.callbacks import plot_safely
 from xorrelu.config import ConfigError, validate
 from xorrelu.data import make_dataset
+from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
     JobDirError,
@@ -41,7 +42,8 @@ from xorrelu.jobdir import (
 )
 from xorrelu.metrics import columns
 from xorrelu.model import build_model
-from xorrelu.train import Interrupted, make_engine, train
+from xorrelu.process import use_threads
+from xorrelu.train import Interrupted, train
 
 log = logging.getLogger("xorrelu.resume")
 
@@ -58,7 +60,7 @@ CHECKPOINT = {
     "threads": int,
     "config": dict,
 }
-# The per-replica state of xorrelu.metrics.Recorder, as Recorder.snapshot() saves it.
+# The outcome tracker's state, as xorrelu.outcomes.Outcomes.state_dict() saves it.
 RECORDER = {
     "diverged": torch.bool,
     "since": torch.int64,
@@ -289,7 +291,7 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
         raise _damaged(path, f"engine {short(engine)} is neither autograd nor fused")
     if engine == "autograd" and checkpoint["compiled"]:
         raise _damaged(path, "it says the autograd engine was compiled, which it never is")
-    if engine == "fused" and not fused.supports(cfg):
+    if engine == "fused" and not fused_runs(cfg):
         raise _damaged(path, f"the fused engine does not run activation {cfg.activation.name}")
     if not 0 <= threads <= MAX_THREADS:
         raise _damaged(path, f"threads {threads} is outside 0..{MAX_THREADS}")
@@ -304,7 +306,7 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
         if wrong:
             raise _damaged(path, f"{wrong} (the model of this config)")
     # the engine state this code makes for this model: fresh at step 0, after one update later
-    reference = make_engine(cfg, model, x, y, same_as={"engine": engine, "compiled": False})
+    reference = make_engine(cfg, model, (x, y), {"engine": engine, "compiled": False})
     if step > 0:
         reference.step(update=True, log=False)
     wrong = _mismatch(checkpoint["engine_state"], reference.state_dict(), "engine_state")
@@ -371,8 +373,11 @@ def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
     return checkpoint
 
 
-def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
-    """Resume one job; None when it is already complete (and not extended)."""
+def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] | None:
+    """The config and the checked checkpoint to resume one job with (xorrelu.train.train);
+    None when it is already complete (and not extended). The caller, an entry point, runs it
+    on the checkpoint's thread count (xorrelu.process.use_threads) so its numbers go on
+    exactly."""
     summary, config = _saved(job_dir)
     target = config["steps"] if steps is None else steps
     if target < config["steps"]:
@@ -395,7 +400,7 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
         raise ResumeError(f"{job_dir}: {error}") from None
     checkpoint = load_checkpoint(job_dir, cfg, config)
     log.info("resuming %s at step %d of %d", job_dir, checkpoint["step"], target)
-    return train(cfg, job_dir, checkpoint=checkpoint)
+    return cfg, checkpoint
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -458,7 +463,11 @@ def _resume_all(root: Path, steps: int | None) -> int:
         )  # delay: a refused job gets no new file
         logging.getLogger().addHandler(handler)
         try:
-            resume_job(job, steps)
+            prepared = prepare(job, steps)
+            if prepared:
+                cfg, checkpoint = prepared
+                use_threads(checkpoint["threads"])
+                train(cfg, job, checkpoint=checkpoint)
         except JobDirError as error:  # ResumeError included: refused before anything was written
             _error(str(error))
             failed += 1
