@@ -221,3 +221,27 @@ def test_the_analysis_and_the_job_agree_on_every_outcome(train_run):
         first = None if math.isnan(row.first_step_solved) else int(row.first_step_solved)
         assert first == rep["first_step_solved"]
     assert len({rep["cause"] for rep in summary["replicas"]}) >= 2  # more than one outcome
+
+
+def test_report_with_initial_nets_draws_each_beside_its_final_one(report, tmp_path):
+    out = plot.write_report([report.parent], tmp_path / "plots", initial=True)
+    figures = plot.draw_figures(plot.collect([report.parent]), initial=True)
+    axes = [ax for ax in figures["decision_boundary_activation_relu"].axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in axes]
+    assert len(titles) == 2 * 6  # six replicas, initial then final
+    assert all("initial" in t for t in titles[::2]) and not any(
+        "initial" in t for t in titles[1::2]
+    )
+    assert (out / "decision_boundary_activation_relu.png").is_file()
+
+
+def test_a_deep_sigmoid_net_vanishes_on_parity_too(train_run):
+    """3-bit parity (8 points) through the lesson's 10 sigmoid layers: the gradient reaching
+    layer 1 is as small as on XOR, and no replica gets past the constant output."""
+    summary, metrics, _ = train_run(
+        "dataset=parity", "dataset.bits=3", "activation=sigmoid", "steps=500", "log_every=50"
+    )
+    assert causes_of(summary) == ["vanished"] * 16
+    start = metrics[metrics.step == 0]
+    assert (start.grad_norm_1 / start.grad_norm_11).max() < 1e-4
+    assert (metrics.cost > math.log(2) - 1e-3).all()

@@ -2,17 +2,20 @@
 per-replica models."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_cfg
 
 from xorrelu.activations import ACTIVATIONS
-from xorrelu.data import make_dataset
+from xorrelu.data import DATASETS, make_dataset
 from xorrelu.init import INITIALIZERS, init_weights
 from xorrelu.metrics import forward, prelu_slopes, stuck_frac
 from xorrelu.model import build_model, export_replica, linear_layers
+from xorrelu.optimizers import OPTIMIZERS
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 FAN_IN, FAN_OUT = 300, 200
 
 
@@ -68,22 +71,25 @@ def test_init_normal_std_and_bias_are_configurable():
 
 
 def test_registries_name_the_valid_choices():
-    with pytest.raises(KeyError, match="lab_uniform, normal"):
+    with pytest.raises(KeyError, match="unknown init 'nope'; valid names: lab_uniform, normal"):
         init_weights(make_cfg("init.name=nope").init, [(2, 2)], [0])
-    assert set(ACTIVATIONS) == {
-        "sigmoid",
-        "tanh",
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "silu",
-        "softplus",
-        "prelu",
-        "maxout",
-    }
-    assert len(INITIALIZERS) == 9
+
+
+@pytest.mark.parametrize(
+    "group, registry",
+    [
+        ("activation", ACTIVATIONS),
+        ("init", INITIALIZERS),
+        ("optimizer", OPTIMIZERS),
+        ("dataset", DATASETS),
+    ],
+)
+def test_every_registered_name_has_its_config_and_every_config_its_code(group, registry):
+    """A name a user can choose (conf/<group>/<name>.yaml) is one the code runs, and back."""
+    files = {path.stem for path in (CONF / group).glob("*.yaml")}
+    assert files == set(registry)
+    for name in files:  # and each file selects its own entry
+        assert make_cfg(f"{group}={name}")[group].name == name
 
 
 def test_maxout_and_prelu_shapes():

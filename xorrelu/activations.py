@@ -24,9 +24,9 @@ from xorrelu.registry import Registry
 class BatchedPReLU(nn.Module):
     """PReLU with its own learned slope per replica and unit: weight [replicas, 1, width]."""
 
-    def __init__(self, replicas: int, width: int, init: float):
+    def __init__(self, replicas: int, width: int, slope: float):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((replicas, 1, width), float(init)))
+        self.weight = nn.Parameter(torch.full((replicas, 1, width), float(slope)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.where(z > 0, z, self.weight * z)  # as nn.PReLU, derivative at 0 included
@@ -144,7 +144,7 @@ ACTIVATIONS: Registry[Activation] = Registry(
         ),
         Activation(
             "prelu",
-            lambda c, r, w: BatchedPReLU(r, w, c.init),
+            lambda c, r, w: BatchedPReLU(r, w, c.init),  # activation.init: the starting slope
             lambda c, z, a: torch.where(z > 0, torch.ones_like(a), a),
             lambda c: 1.0,
             fused=False,  # a learned slope per replica and unit
