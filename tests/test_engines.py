@@ -153,3 +153,21 @@ def test_train_leaves_the_process_as_it_was(train_run):
     threads, environment = torch.get_num_threads(), dict(os.environ)
     train_run("steps=3", "replicas=2", "threads=1", "engine=fused", "compile=false")
     assert torch.get_num_threads() == threads and dict(os.environ) == environment
+
+
+@pytest.mark.slow
+def test_compiled_final_measurement_is_the_compiled_step_on_copies():
+    """A compiled run's last row (no update) comes from the compiled step, run on copies: no
+    second graph, nothing changed, and the same numbers as an update step at those parameters."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    _, fast = twin_engines("activation=relu", "optimizer=adam", "depth=2", compile=True)
+    fast.step(update=True)
+    graphs = counters["stats"]["unique_graphs"]
+    before = [t.clone() for t in (*fast.weights, *fast.biases, *fast.state, fast.t)]
+    final = fast.step(update=False)
+    assert counters["stats"]["unique_graphs"] == graphs
+    after = [*fast.weights, *fast.biases, *fast.state, fast.t]
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    torch.testing.assert_close(fast.step(update=True), final, rtol=0, atol=0)

@@ -41,9 +41,11 @@ class FusedEngine:
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
         # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
+        # Copies, never views of the parameters (a contiguous() of the output layer's bias is
+        # one): plain tensors, as the clones of the final measurement, so one graph fits both.
         with torch.no_grad():
-            self.weights = [w.weight.permute(1, 2, 0).contiguous() for w in self.linear_layers]
-            self.biases = [b.bias[:, 0, :].T.contiguous() for b in self.linear_layers]
+            self.weights = [_copy(w.weight.permute(1, 2, 0)) for w in self.linear_layers]
+            self.biases = [_copy(b.bias[:, 0, :].T) for b in self.linear_layers]
         params = self.weights + self.biases
         # slot s of parameter k at s * len(params) + k (the layout of checkpoints)
         self.state = [torch.zeros_like(p) for _ in range(self.optimizer.slots) for p in params]
@@ -55,13 +57,21 @@ class FusedEngine:
 
     def step(self, update: bool = True, log: bool = True) -> dict[str, torch.Tensor]:
         """All the metrics, logged or not (in one compiled step they cost little); then one
-        update if `update`. The final measurement (no update) runs once, uncompiled."""
-        fn = self._update_step if update else self._step
+        update if `update`."""
         with torch.no_grad():
             if update:
                 # outside the compiled step: compiled code may drop in-place writes to a 0-d input
                 self.t += 1
-            return fn(self.weights, self.biases, self.state, self.t, update)
+                return self._update_step(self.weights, self.biases, self.state, self.t, True)
+            if not self.compiled:
+                return self._step(self.weights, self.biases, self.state, self.t, False)
+            # The final measurement (no update) of a compiled run: the compiled step on copies,
+            # its update thrown away. The last row then has the arithmetic of all the others
+            # (eager kernels round exp and log differently, and lay out their vector lanes by
+            # the batch size), and no second graph is compiled for update=False.
+            weights, biases = ([p.clone() for p in ps] for ps in (self.weights, self.biases))
+            state = [s.clone() for s in self.state]
+            return self._update_step(weights, biases, state, self.t + 1, True)
 
     def state_dict(self) -> dict:
         return {"state": [s.cpu() for s in self.state], "t": self.t.cpu()}
@@ -153,6 +163,10 @@ class FusedEngine:
         for k, (p, g) in enumerate(zip(params, grads, strict=True)):
             buffers = [state[s * n + k] for s in range(slots)]
             self.optimizer.update(self.optimizer_cfg, p, g, buffers, t)
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().clone(memory_format=torch.contiguous_format)
 
 
 def _sum(terms):
