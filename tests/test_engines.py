@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import make_cfg
 
+from xorrelu import process
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
 from xorrelu.engines import make_engine
@@ -99,6 +100,75 @@ def test_fused_replicas_do_not_depend_on_the_batch(train_run):
     np.testing.assert_array_equal(
         batched[batched.seed == 5].to_numpy(float), single.to_numpy(float)
     )
+
+
+# (replicas, seed) of the runs compared: every seed of the others is a replica of the first
+# (17 from seed 0). Their lanes differ: seed 16 is the last, masked lane of 17 replicas, lane 15
+# of 16 (one whole vector of floats with AVX-512), lane 2 of 3 and the only replica of 1.
+BATCHES = [(17, 0), (1, 16), (3, 14), (4, 0), (16, 1)]
+
+
+def replica_numbers(compile: bool, replicas: int, seed: int, *overrides: str) -> dict:
+    """{seed: [metrics of each step..., final parameters]}: three updates, then the final
+    measurement, of a small net on parity."""
+    cfg = make_cfg(f"replicas={replicas}", f"seed={seed}", "depth=2", "width=3", *overrides)
+    data = make_dataset(cfg.dataset)
+    if compile:
+        torch._dynamo.reset()  # a graph per batch size: stay under dynamo's recompile limit
+    engine = FusedEngine(build_model(cfg, data[0].shape[1]), data, cfg, compile=compile)
+    steps = [engine.step(update=True) for _ in range(3)] + [engine.step(update=False)]
+    engine.write_back()
+    return {
+        seed + r: [{k: v[..., r] for k, v in m.items()} for m in steps]
+        + [[p[r] for p in engine.model.parameters()]]
+        for r in range(replicas)
+    }
+
+
+def assert_batch_independent(compile: bool, *overrides: str) -> None:
+    runs = [replica_numbers(compile, r, seed, *overrides) for r, seed in BATCHES]
+    reference = runs[0]
+    for (replicas, _), run in zip(BATCHES[1:], runs[1:], strict=True):
+        for seed, numbers in run.items():
+            # bit for bit (NaN equal to NaN: a diverged replica stays diverged)
+            torch.testing.assert_close(
+                numbers,
+                reference[seed],
+                rtol=0,
+                atol=0,
+                equal_nan=True,
+                msg=lambda m, r=replicas, s=seed: f"seed {s} of {r} replicas: {m}",
+            )
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize(
+    "overrides", [["activation=relu"], ["activation=tanh", "optimizer=adam"]], ids=str
+)
+def test_fused_replicas_do_not_depend_on_the_batch_size(bits, overrides):
+    """Eager: 1, 3, 4, 16 or 17 replicas, 4 to 64 points; each replica's metrics and weights
+    are the same bits in every batch."""
+    assert_batch_independent(False, "dataset=parity", f"dataset.bits={bits}", *overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 9])
+def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
+    """Compiled, on two threads (a sum may be shared among threads): the same for 4 to 64
+    points, and 512 (a sum over points over 300 times longer than the loops around it is one
+    that inductor would share)."""
+    # two threads, with an inductor cache for two threads (xorrelu.process: kernels compiled
+    # for one thread would be reused otherwise); the environment is restored afterwards
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(process, "_OUR_CACHE", None)
+    threads = torch.get_num_threads()
+    process.use_threads(2)
+    try:
+        assert_batch_independent(
+            True, "dataset=parity", f"dataset.bits={bits}", "activation=tanh", "optimizer=adam"
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_engine_choice_is_recorded(train_run):

@@ -23,6 +23,19 @@ from xorrelu.model import linear_layers
 from xorrelu.optimizers import OPTIMIZERS
 from xorrelu.outcomes import STUCK_SLOPE
 
+# The replicas are computed in a padded batch (extra all-zero nets, never reported), so that
+# each one runs through the same vector code whatever the batch size (bit-exact batch
+# independence; tests/test_engines.py holds it for 1, 3, 4, 16 and 17 replicas):
+# - compiled, at least one full vector of replicas (16 float lanes with AVX-512, the widest
+#   vectors on CPU). With one replica the replica axis drops out of inductor's loops and a sum
+#   over points is vectorized along the points instead; with fewer than a vector's width,
+#   inductor may share a sum over points among threads (see _sum_points). Above 16, a last,
+#   partial vector runs the same vector code under a mask.
+# - eager, a multiple of 64. ATen's elementwise loops take two vectors at a time (32 floats
+#   with AVX-512) and leave the rest of a row to scalar code, whose exp and log round otherwise.
+COMPILED_MIN_REPLICAS = 16
+EAGER_REPLICA_MULTIPLE = 64
+
 
 class FusedEngine:
     name = "fused"
@@ -40,12 +53,17 @@ class FusedEngine:
         self.optimizer_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
-        # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
-        # Copies, never views of the parameters (a contiguous() of the output layer's bias is
-        # one): plain tensors, as the clones of the final measurement, so one graph fits both.
+        self.replicas = replicas = self.linear_layers[0].weight.shape[0]
+        multiple = EAGER_REPLICA_MULTIPLE
+        self.padded = (
+            max(replicas, COMPILED_MIN_REPLICAS) if compile else -(-replicas // multiple) * multiple
+        )
+        # [replicas, in, out] -> [in, out, padded]; bias [replicas, 1, out] -> [out, padded].
+        # Copies, never views of the parameters: plain tensors, as the clones of the final
+        # measurement are, so that one compiled graph fits both.
         with torch.no_grad():
-            self.weights = [_copy(w.weight.permute(1, 2, 0)) for w in self.linear_layers]
-            self.biases = [_copy(b.bias[:, 0, :].T) for b in self.linear_layers]
+            self.weights = [self._pad(w.weight.permute(1, 2, 0)) for w in self.linear_layers]
+            self.biases = [self._pad(b.bias[:, 0, :].T) for b in self.linear_layers]
         params = self.weights + self.biases
         # slot s of parameter k at s * len(params) + k (the layout of checkpoints)
         self.state = [torch.zeros_like(p) for _ in range(self.optimizer.slots) for p in params]
@@ -59,35 +77,46 @@ class FusedEngine:
         """All the metrics, logged or not (in one compiled step they cost little); then one
         update if `update`."""
         with torch.no_grad():
-            if update:
-                # outside the compiled step: compiled code may drop in-place writes to a 0-d input
-                self.t += 1
-                return self._update_step(self.weights, self.biases, self.state, self.t, True)
-            if not self.compiled:
-                return self._step(self.weights, self.biases, self.state, self.t, False)
-            # The final measurement (no update) of a compiled run: the compiled step on copies,
-            # its update thrown away. The last row then has the arithmetic of all the others
-            # (eager kernels round exp and log differently, and lay out their vector lanes by
-            # the batch size), and no second graph is compiled for update=False.
-            weights, biases = ([p.clone() for p in ps] for ps in (self.weights, self.biases))
-            state = [s.clone() for s in self.state]
-            return self._update_step(weights, biases, state, self.t + 1, True)
+            return {k: v[..., : self.replicas] for k, v in self._measure(update).items()}
+
+    def _measure(self, update: bool) -> dict[str, torch.Tensor]:
+        if update:
+            # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+            self.t += 1
+            return self._update_step(self.weights, self.biases, self.state, self.t, True)
+        if not self.compiled:
+            return self._step(self.weights, self.biases, self.state, self.t, False)
+        # The final measurement (no update) of a compiled run: the compiled step on copies,
+        # its update thrown away. The last row then has the arithmetic of all the others
+        # (eager kernels round exp and log differently, and lay out their vector lanes by
+        # the batch size), and no second graph is compiled for update=False.
+        weights, biases = ([p.clone() for p in ps] for ps in (self.weights, self.biases))
+        state = [s.clone() for s in self.state]
+        return self._update_step(weights, biases, state, self.t + 1, True)
 
     def state_dict(self) -> dict:
-        return {"state": [s.cpu() for s in self.state], "t": self.t.cpu()}
+        """The optimizer state of the real replicas (the checkpoint's layout has no padding)."""
+        state = [s[..., : self.replicas].contiguous().cpu() for s in self.state]
+        return {"state": state, "t": self.t.cpu()}
 
     def load_state_dict(self, saved: dict) -> None:
         with torch.no_grad():
             for mine, theirs in zip(self.state, saved["state"], strict=False):
-                mine.copy_(theirs)
+                mine[..., : self.replicas].copy_(theirs)
             self.t.copy_(saved["t"])
 
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():
             for layer, w, b in zip(self.linear_layers, self.weights, self.biases, strict=True):
-                layer.weight.copy_(w.permute(2, 0, 1))
-                layer.bias.copy_(b.T.unsqueeze(1))
+                layer.weight.copy_(w[..., : self.replicas].permute(2, 0, 1))
+                layer.bias.copy_(b[..., : self.replicas].T.unsqueeze(1))
+
+    def _pad(self, parameter: torch.Tensor) -> torch.Tensor:
+        """A copy of `parameter` [..., replicas] with zeros for the padding replicas."""
+        padded = parameter.new_zeros(*parameter.shape[:-1], self.padded)
+        padded[..., : self.replicas] = parameter
+        return padded
 
     def _step(self, weights, biases, state, t, update: bool) -> dict[str, torch.Tensor]:
         """Forward, backward, metrics and (if `update`) the update, for all replicas at once.
@@ -163,10 +192,6 @@ class FusedEngine:
         for k, (p, g) in enumerate(zip(params, grads, strict=True)):
             buffers = [state[s * n + k] for s in range(slots)]
             self.optimizer.update(self.optimizer_cfg, p, g, buffers, t)
-
-
-def _copy(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().clone(memory_format=torch.contiguous_format)
 
 
 def _sum(terms):
