@@ -13,7 +13,7 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
 from xorrelu.engines import make_engine
 from xorrelu.engines.autograd import AutogradEngine
-from xorrelu.engines.fused import FusedEngine
+from xorrelu.engines.fused import MAX_POINTS_PER_SUM, FusedEngine, _sum_points
 from xorrelu.model import build_model
 
 FUSED_ACTIVATIONS = ACTIVATIONS.names(lambda activation: activation.fused)
@@ -103,9 +103,10 @@ def test_fused_replicas_do_not_depend_on_the_batch(train_run):
 
 
 # (replicas, seed) of the runs compared: every seed of the others is a replica of the first
-# (17 from seed 0). Their lanes differ: seed 16 is the last, masked lane of 17 replicas, lane 15
-# of 16 (one whole vector of floats with AVX-512), lane 2 of 3 and the only replica of 1.
-BATCHES = [(17, 0), (1, 16), (3, 14), (4, 0), (16, 1)]
+# (40 from seed 0, two whole vectors of floats with AVX-512 and a part). The lanes differ: seed
+# 16 is the last, masked lane of 17 replicas, lane 15 of 16 (one whole vector), lane 2 of 3 and
+# the only replica of 1.
+BATCHES = [(40, 0), (17, 0), (1, 16), (3, 14), (4, 0), (16, 1)]
 
 
 def replica_numbers(compile: bool, replicas: int, seed: int, *overrides: str) -> dict:
@@ -146,17 +147,17 @@ def assert_batch_independent(compile: bool, *overrides: str) -> None:
     "overrides", [["activation=relu"], ["activation=tanh", "optimizer=adam"]], ids=str
 )
 def test_fused_replicas_do_not_depend_on_the_batch_size(bits, overrides):
-    """Eager: 1, 3, 4, 16 or 17 replicas, 4 to 64 points; each replica's metrics and weights
-    are the same bits in every batch."""
+    """Eager: with 1, 3, 4, 16, 17 or 40 replicas, on 4 to 64 points, each replica's metrics
+    and weights are the same bits in every batch."""
     assert_batch_independent(False, "dataset=parity", f"dataset.bits={bits}", *overrides)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 9])
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 12])
 def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
-    """Compiled, on two threads (a sum may be shared among threads): the same for 4 to 64
-    points, and 512 (a sum over points over 300 times longer than the loops around it is one
-    that inductor would share)."""
+    """Compiled, on two threads: the same, on 4 to 64 points and on 4096, where one sum over
+    all the points would be shared among the threads for some batch sizes and not others
+    (this test fails so with MAX_POINTS_PER_SUM = 4096)."""
     # two threads, with an inductor cache for two threads (xorrelu.process: kernels compiled
     # for one thread would be reused otherwise); the environment is restored afterwards
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
@@ -169,6 +170,48 @@ def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_compiled_graph_does_not_grow_with_the_points():
+    """Issue #11: sums over points written out term by term made the graph, and the compile
+    time, grow with the points. Traced only (a backend that counts the nodes; no inductor):
+    XOR's 2 inputs repeated to 4 ... 4096 points. Beyond MAX_POINTS_PER_SUM a sum over points
+    takes a few more nodes (blocks, then the blocks), but no more for more points."""
+    assert MAX_POINTS_PER_SUM == 256  # the point counts below straddle it
+    sizes = {}
+    for points in [4, 64, 256, 512, 4096]:
+        cfg = make_cfg("replicas=3", "depth=2", "width=3")
+        x, y = make_dataset(cfg.dataset)
+        data = x.repeat(points // 4, 1), y.repeat(points // 4)
+        engine = FusedEngine(build_model(cfg, 2), data, cfg, compile=False)
+
+        def count(graph, inputs, points=points):
+            sizes[points] = len(graph.graph.nodes)
+            return graph.forward
+
+        torch._dynamo.reset()
+        step = torch.compile(engine._step, backend=count, dynamic=False)
+        with torch.no_grad():
+            step(engine.weights, engine.biases, engine.state, engine.t, True)
+    assert sizes[4] == sizes[64] == sizes[256] and sizes[512] == sizes[4096], sizes
+
+
+@pytest.mark.slow
+def test_compiled_sum_over_points_in_blocks():
+    """Past MAX_POINTS_PER_SUM points, compiled: blocks of consecutive points (the last one
+    filled up with zeros), then the blocks, each added up in order in every lane: bit for bit
+    the sum written out here (600 points: 3 blocks of 200)."""
+    assert MAX_POINTS_PER_SUM == 256  # 600 points: 3 blocks
+    terms = torch.randn(600, 3, 17, generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    total = torch.compile(_sum_points, dynamic=False)(terms)
+    expected = torch.zeros(3, 17)
+    for block in terms.split(200):
+        partial = torch.zeros(3, 17)
+        for term in block:
+            partial = partial + term
+        expected = expected + partial
+    torch.testing.assert_close(total, expected, rtol=0, atol=0)
 
 
 def test_engine_choice_is_recorded(train_run):

@@ -11,6 +11,7 @@ change. Tests hold it to the autograd engine: one step to 1e-6, twenty steps to 
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import torch
@@ -35,6 +36,9 @@ from xorrelu.outcomes import STUCK_SLOPE
 #   with AVX-512) and leave the rest of a row to scalar code, whose exp and log round otherwise.
 COMPILED_MIN_REPLICAS = 16
 EAGER_REPLICA_MULTIPLE = 64
+
+# the longest sum over points that the compiled step runs as one loop (see _sum_points)
+MAX_POINTS_PER_SUM = 256
 
 
 class FusedEngine:
@@ -121,9 +125,12 @@ class FusedEngine:
     def _step(self, weights, biases, state, t, update: bool) -> dict[str, torch.Tensor]:
         """Forward, backward, metrics and (if `update`) the update, for all replicas at once.
 
-        Every sum over points or units is written out term by term over slices [..., replicas]:
-        each replica then gets the same arithmetic in the same order whatever the batch size,
-        and the compiler turns the step into a few loops vectorized along the replica axis.
+        Sums over units (width and inputs are small) are written out term by term over slices
+        [points, ..., replicas]: elementwise adds, the same for every replica in any batch.
+        Sums over points are reductions (_sum_points), so the compiled graph does not grow with
+        the number of points; they too add a replica's terms in an order that depends on the
+        number of points alone. The compiler turns the step into a few loops vectorized along
+        the replica axis.
         """
         n_points = self.x.shape[0]
         # forward: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas] vector
@@ -137,16 +144,13 @@ class FusedEngine:
                 h = self.module(z)
                 inputs.append(h)
         logits = z[:, 0, :]  # [points, replicas]
-        cost = (
-            _sum(
-                F.binary_cross_entropy_with_logits(
-                    logits, self.y.expand_as(logits), reduction="none"
-                )
-            )
-            / n_points
+        losses = F.binary_cross_entropy_with_logits(
+            logits, self.y.expand_as(logits), reduction="none"
         )
+        cost = _sum_points(losses) / n_points
         hypothesis = torch.sigmoid(logits)
-        accuracy = _sum((torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)) / n_points
+        hits = (torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)
+        accuracy = _sum_points(hits) / n_points
 
         # backward: d cost / d logits = (h - y) / points, then layer by layer to the input
         dz = ((hypothesis - self.y) / n_points).unsqueeze(1)  # [points, 1, replicas]
@@ -158,19 +162,17 @@ class FusedEngine:
         )
         for i in reversed(range(len(weights))):
             a = inputs[i]
-            grads_w[i] = _sum(
-                a[n].unsqueeze(1) * dz[n].unsqueeze(0) for n in range(n_points)
-            )  # [in, out, replicas]
-            grads_b[i] = _sum(dz)  # [out, replicas]
+            # [points, in, 1, replicas] * [points, 1, out, replicas] -> [in, out, replicas]
+            grads_w[i] = _sum_points(a.unsqueeze(2) * dz.unsqueeze(1))
+            grads_b[i] = _sum_points(dz)  # [out, replicas]
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
             if i > 0:
                 slope = self.activation.slope(
                     self.activation_cfg, pre_activations[i - 1], None
                 ).expand_as(pre_activations[i - 1])
-                flat = _all(
-                    slope.abs() < STUCK_SLOPE * self.peak
-                )  # [units, replicas]: stuck at every point
+                # [units, replicas]: stuck at every point (a logical and: in any order)
+                flat = (slope.abs() < STUCK_SLOPE * self.peak).all(0)
                 stuck.append(_sum(flat.to(logits.dtype)) / flat.shape[0])
                 w = weights[i]
                 dz = (
@@ -203,9 +205,32 @@ def _sum(terms):
     return total
 
 
-def _all(flags: torch.Tensor) -> torch.Tensor:
-    """flags[0] & flags[1] & ... over the first axis."""
-    result = flags[0]
-    for flag in flags[1:]:
-        result = result & flag
-    return result
+def _sum_points(terms: torch.Tensor) -> torch.Tensor:
+    """`terms` summed over its first axis, the points, in an order set by the number of points
+    alone: not by the replicas beside a replica, nor by the number of threads.
+
+    Compiled: one reduction over up to MAX_POINTS_PER_SUM points, or over blocks of up to as
+    many consecutive points and then over the blocks. Inductor runs a reduction as a loop over
+    the points, in order, inside loops vectorized along the replicas (an accumulator per
+    lane). The graph does not grow with the points (past MAX_POINTS_PER_SUM it has a few nodes
+    more, once). Why blocks: inductor shares a reduction loop among threads (partial sums,
+    added in another order) when it is over 300 times longer than the loops around it
+    (torch/_inductor/codegen/cpp.py, LoopNest.max_parallel_depth), which depends on the batch
+    size: with 4096 points in one loop, 17 and 40 replicas gave different numbers on two
+    threads. 256 stays under 300 with one vector of replicas (COMPILED_MIN_REPLICAS) and under
+    4096, past which inductor sums floats in cascades; 256 blocks of 256 cover 2**16 points.
+
+    Eager: the last row of a cumulative sum, which walks each column in order (float32 terms
+    add up in float64 there). ATen's sum kernels vectorize along whichever axis is contiguous,
+    the points when there is one replica, and so add up in another order.
+    """
+    if not torch.compiler.is_compiling():
+        return terms.cumsum(0)[-1]
+    points = terms.shape[0]
+    blocks = math.ceil(points / MAX_POINTS_PER_SUM)
+    if blocks == 1:
+        return terms.sum(0)
+    block = math.ceil(points / blocks)
+    # zeros for the points that fill up the last block (x + 0 is x)
+    terms = F.pad(terms, (0, 0) * (terms.dim() - 1) + (0, blocks * block - points))
+    return terms.reshape(blocks, block, *terms.shape[1:]).sum(1).sum(0)
