@@ -1,7 +1,7 @@
 """Compile time and steady speed of the compiled fused engine against the number of points, for
 this tree and a reference commit, measured back to back.
 
-    python benchmarks/fused_points.py --reference main          # ~20-30 minutes on 2 busy cores
+    python benchmarks/fused_points.py --reference main          # ~30-40 minutes on 2 busy cores
     python benchmarks/fused_points.py --reference main --repeats 1 --only lesson
 
 Why: the fused step used to add its sums over data points term by term, so its compiled graph,
@@ -16,9 +16,9 @@ compile cache: TORCHINDUCTOR_CACHE_DIR is a new empty temp dir for each (removed
 no kernel or graph is reused between trees, configs or repeats. The reference commit is exported
 with `git archive` into a temp dir and imported from there (PYTHONPATH); the current tree is
 this checkout's working tree. The trees alternate (reference, current, reference, ...) for each
-config, so a change in the machine's load falls on both; the table holds the median of the
-repeats. The machine is shared and noisy: compare the two columns of a row, not rows across
-runs.
+config, so a change in the machine's load falls on both. The table holds the median of the
+repeats, and for speed also the best run (on a machine shared with other work, the run least
+disturbed). Compare the two trees within a row, not rows across runs.
 
 The table replaces the section between this script's markers in benchmarks/results.md (the rest
 of that file is throughput.py's).
@@ -142,7 +142,7 @@ def write_section(lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="commit to compare against")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["parity", "lesson"], help="one group of CONFIGS")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
@@ -153,9 +153,9 @@ def main() -> None:
     dirty = bool(git("status", "--porcelain", "--", "xorrelu", "conf"))
     current = head + (" + uncommitted changes" if dirty else "")
     configs = [c for c in CONFIGS if args.only in (None, c[1])]
-    rows = []
-    started = time.strftime("%Y-%m-%d %H:%M")
-    print(f"load average at start: {load()}", flush=True)
+    rows, runs = [], []
+    started, started_load = time.strftime("%Y-%m-%d %H:%M"), load()
+    print(f"load average at start: {started_load}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         reference_tree = Path(tmp) / "reference"
         reference = export(args.reference, reference_tree)
@@ -166,39 +166,44 @@ def main() -> None:
                 for name, tree in trees.items():
                     result = measure(tree, steps, overrides)
                     results[name].append(result)
-                    print(
+                    runs.append(
                         f"{label} | {name} #{repeat + 1}: compile {result['warmup_seconds']:.1f}"
                         f" s, {result['model_steps_per_second']:,.0f} model-steps/s"
-                        f" (load {load()})",
-                        flush=True,
+                        f" (load average {load()})"
                     )
-            med = {
+                    print(runs[-1], flush=True)
+            summary = {
                 name: (
                     statistics.median(r["warmup_seconds"] for r in rs),
                     statistics.median(r["model_steps_per_second"] for r in rs),
+                    max(r["model_steps_per_second"] for r in rs),
                 )
                 for name, rs in results.items()
             }
-            rows.append((label, med["before"], med["after"]))
+            rows.append((label, summary["before"], summary["after"]))
     print(f"load average at end: {load()}", flush=True)
 
     lines = [
         "## Fused engine: compile time and speed against the number of points",
         "",
         "Written by `python benchmarks/fused_points.py` (see its docstring). Compiled fused "
-        "engine, one thread, a cold inductor cache for every run, log_every=100; the median of "
-        f"{args.repeats} run(s) per cell, the two trees alternating. Before: {reference}; "
-        f"after: {current}. Machine: {os.cpu_count()} cores (shared), torch "
-        f"{torch.__version__}; {started}, load average {load()} at the end.",
+        "engine, one thread, a cold inductor cache for every run, log_every=100; "
+        f"{args.repeats} run(s) per tree and config, the two trees alternating: the median, "
+        f"and the best run's speed. Before: {reference}; after: {current}. Machine: "
+        f"{os.cpu_count()} cores, shared with other work (load average {started_load} at the "
+        f"start, {load()} at the end); torch {torch.__version__}; {started}.",
         "",
         "| config | compile s, before | compile s, after | model-steps/s, before "
-        "| model-steps/s, after | speed after/before |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model-steps/s, after | after/before (median) | after/before (best) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {label} | {cb:.1f} | {ca:.1f} | {sb:,.0f} | {sa:,.0f} | {sa / sb:.2f} |"
-        for label, (cb, sb), (ca, sa) in rows
+        f"| {label} | {cb:.1f} | {ca:.1f} | {sb:,.0f} (best {bb:,.0f}) "
+        f"| {sa:,.0f} (best {ba:,.0f}) | {sa / sb:.2f} | {ba / bb:.2f} |"
+        for label, (cb, sb, bb), (ca, sa, ba) in rows
     ]
+    lines += ["", "<details><summary>Every run, in order</summary>", "", "```", *runs, "```"]
+    lines += ["", "</details>"]
     print("\n".join(lines))
     if not args.no_write:
         write_section(lines)
