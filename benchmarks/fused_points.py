@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -123,6 +124,12 @@ def git(*args: str) -> str:
     return done.stdout.strip()
 
 
+def cpu() -> str:
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -189,7 +196,7 @@ def main() -> None:
         "Written by `python benchmarks/fused_points.py` (see its docstring). Compiled fused "
         "engine, one thread, a cold inductor cache for every run, log_every=100; "
         f"{args.repeats} run(s) per tree and config, the two trees alternating: the median, "
-        f"and the best run's speed. Before: {reference}; after: {current}. Machine: "
+        f"and the best run's speed. Before: {reference}; after: {current}. Machine: {cpu()}, "
         f"{os.cpu_count()} cores, shared with other work (load average {started_load} at the "
         f"start, {load()} at the end); torch {torch.__version__}; {started}.",
         "",
