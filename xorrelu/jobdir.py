@@ -1,4 +1,5 @@
-"""Reading a job dir's files when they may be damaged, truncated or hostile.
+"""Reading a job dir's files when they may be damaged, truncated or hostile, and composing the
+config a job runs (`compose`) outside the command line.
 
 Every reader here is bounded in memory (sizes are checked before anything is parsed), checks
 the type of what it returns, and fails with one JobDirError whose message names the file, what
@@ -7,18 +8,21 @@ is wrong with it and what to do instead. Nothing here writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import reprlib
 import typing
 import zipfile
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
 
+from xorrelu import CONFIG_PATH
 from xorrelu import config as config_module
 
 # A summary.json holds the config and one short entry per replica: ~300 bytes a replica, so
@@ -287,3 +291,38 @@ def load_weights(job_dir: Path) -> dict:
     ):
         raise JobDirError(f"{path} is not {what} (its seeds are not a list of whole numbers)")
     return state
+
+
+# --- composing a config ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def hydra_context(config_path: str = CONFIG_PATH):
+    """Hydra initialized on xorrelu's configs (a checkout's conf/, else the installed
+    xorrelu.conf; "pkg://..." for a package) with the schemas registered, for hydra.compose."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    config_module.register_configs()
+    if config_path.startswith("pkg://"):
+        context = initialize_config_module(
+            config_module=config_path.removeprefix("pkg://"), version_base="1.3"
+        )
+    else:
+        context = initialize_config_dir(
+            config_dir=config_path, version_base="1.3", job_name="xorrelu"
+        )
+    with context:
+        yield
+
+
+def compose(overrides: Iterable[str] = (), *, validated: bool = True):
+    """The config (a DictConfig, without Hydra's own node) that `python -m xorrelu OVERRIDES`
+    runs, for scripts and tests. Range-checked by xorrelu.config.validate unless
+    validated=False (tests compose bad values on purpose, to test what refuses them)."""
+    from hydra import compose as hydra_compose
+
+    with hydra_context():
+        cfg = hydra_compose("config", overrides=list(overrides))
+    if validated:
+        config_module.validate(cfg)
+    return cfg

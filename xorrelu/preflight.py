@@ -131,25 +131,17 @@ def _make_dir(out_dir: Path, key: str) -> None:
 
 def _compose_all(overrides: list[str], multirun: bool, config_path: str):
     """Compose every job's config and validate it; (the jobs' overrides, the base config)."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf, open_dict, read_write
 
-    from xorrelu.config import ConfigError, register_configs, validate
+    from xorrelu.config import ConfigError, validate
+    from xorrelu.jobdir import hydra_context
 
-    register_configs()
-    if config_path.startswith("pkg://"):
-        context = initialize_config_module(
-            config_module=config_path.removeprefix("pkg://"), version_base="1.3"
-        )
-    else:
-        context = initialize_config_dir(
-            config_dir=config_path, version_base="1.3", job_name="xorrelu"
-        )
-    with context:
+    with hydra_context(config_path):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().hydra.config_loader)
         try:
             parsed = parser.parse_overrides(overrides)
