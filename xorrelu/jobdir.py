@@ -46,8 +46,50 @@ _REPR.maxstring = _REPR.maxother = 60
 
 
 def short(value) -> str:
-    """repr() cut to a few dozen characters: values from a hostile file can be huge or deep."""
+    """A value for a message: its repr, cut to a few dozen characters (values from a hostile file
+    can be huge or deep); a numpy scalar as the Python number it holds (7.0, not
+    np.float64(7.0))."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()
     return _REPR.repr(value)
+
+
+def one_line(error, limit: int | None = 200, *, every_line: bool = False) -> str:
+    """An error (or a text) as one line for a message; its type's name when it says nothing.
+
+    By default the first line, cut to `limit`: a reader's message quotes a parser's complaint
+    about a file that may be hostile, and the first line says what is wrong. every_line=True
+    joins every line instead, for Hydra's and OmegaConf's messages, which go on over several
+    ("Available options in 'activation': ..."): the search-path listing Hydra appends is left
+    out, and the error's cause is added when its text does not hold it already."""
+    text = str(error)
+    if every_line:
+        text = " ".join(text.split("\nConfig search path")[0].split()) or type(error).__name__
+        cause = getattr(error, "__cause__", None)
+        if cause is not None and str(cause) and str(cause) not in text:
+            text += " (" + " ".join(str(cause).split()) + ")"
+    else:
+        lines = text.strip().splitlines()
+        text = lines[0] if lines else type(error).__name__
+    return text if limit is None else text[:limit]
+
+
+def json_type(value) -> str:
+    """What a JSON value is, in words: "an object", "a list", "text", "null", ..."""
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def is_int(value, low: int, high: int) -> bool:
+    """A whole number (not true/false) from low to high."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def present(path: Path) -> bool:
@@ -273,8 +315,7 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
     try:
         return torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
     except Exception as error:  # noqa: BLE001 — any failure of the loader on a hostile file is a refusal
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise JobDirError(f"{path} is not {what} (refused: {first[:200]})") from None
+        raise JobDirError(f"{path} is not {what} (refused: {one_line(error)})") from None
 
 
 def load_weights(job_dir: Path) -> dict:

@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
-from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
+from xorrelu.jobdir import JobDirError, load_weights, one_line  # noqa: E402
 from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -155,9 +155,7 @@ def collect(paths: list[str | Path]) -> Results:
 
 def _why_not_completed(job) -> str:
     """A job that is plotted but did not finish, as the report lists it."""
-    error = (
-        f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
-    )
+    error = f" ({one_line(job.error)})" if job.error and job.error.strip() else ""
     return {
         "running": "status running: killed (SIGKILL, power loss) or still running; "
         "plotted up to its last flushed row",
@@ -416,8 +414,7 @@ def _load_model(job: str, which: str):
             OmegaConfBaseException,
         ) as error:
             raise ResultsError(
-                f"{path} is not a weights file written by xorrelu "
-                f"({str(error).strip().splitlines()[0][:160]})"
+                f"{path} is not a weights file written by xorrelu ({one_line(error, 160)})"
             ) from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]

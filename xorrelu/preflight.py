@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from xorrelu.jobdir import one_line
+
 # what train() writes into a job dir; a job finding any of these in its dir does not train there
 RUN_OUTPUTS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt")
 # every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
@@ -162,7 +164,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             else:
                 launcher = ""
         except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
-            raise Refused(_one_line(error)) from None
+            raise Refused(one_line(error, None, every_line=True)) from None
         check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
         swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
@@ -182,7 +184,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             except ConfigError as error:
                 raise Refused(f"{where}{error}") from None
             except Exception as error:  # noqa: BLE001
-                raise Refused(where + _one_line(error)) from None
+                raise Refused(where + one_line(error, None, every_line=True)) from None
     return jobs, base
 
 
@@ -230,7 +232,7 @@ def _resolve_dir(base, key: str) -> Path:
     try:
         value = OmegaConf.select(base, key, throw_on_resolution_failure=True)
     except Exception as error:  # noqa: BLE001
-        raise Refused(f"cannot resolve {key}: {_one_line(error)}") from None
+        raise Refused(f"cannot resolve {key}: {one_line(error, None, every_line=True)}") from None
     if not value:
         raise Refused(f"{key} is empty: give a directory, e.g. {key}=outputs/mine")
     if "${" in str(value):  # Hydra resolves the dir again inside its logging config
@@ -307,12 +309,3 @@ def _quoted(value: str) -> str:
     body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
     trailing = len(body) - len(body.rstrip("\\"))
     return "'" + body + "\\" * trailing + "'"
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).split("\nConfig search path")[0]  # Hydra's search path is noise here
-    text = " ".join(text.split()) or type(error).__name__
-    cause = error.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += " (" + " ".join(str(cause).split()) + ")"
-    return text

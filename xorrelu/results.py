@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
@@ -31,7 +30,11 @@ from xorrelu.jobdir import (
     MAX_SUMMARY_BYTES,
     STATUSES,
     JobDirError,
+    is_int,
+    json_type,
+    one_line,
     read_bounded,
+    short,
 )
 from xorrelu.metrics import solved as is_solved
 
@@ -150,7 +153,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
         UnicodeDecodeError,
         OverflowError,
     ) as error:  # pandas' ParserError is a ValueError
-        raise ResultsError(f"{path} is not a metrics CSV: {_one_line(error)}") from None
+        raise ResultsError(f"{path} is not a metrics CSV: {one_line(error)}") from None
     if not complete:
         frame = frame.iloc[
             :-1
@@ -201,7 +204,7 @@ def _numbers(column: pd.Series, path: Path) -> pd.Series:
     if bad.any():
         i = int(bad.to_numpy().argmax())
         raise ResultsError(
-            f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
+            f"{path} row {i + 1}: {column.name} is {short(column.iloc[i])}, not a number; "
             "the file is damaged: run the job again"
         )
     return values
@@ -225,7 +228,7 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         if bad.any():
             i = int(bad.to_numpy().argmax())
             raise ResultsError(
-                f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
+                f"{path} row {i + 1}: {column} is {short(frame[column].iloc[i])}, not {allowed}; "
                 "the file is damaged: run the job again"
             )
 
@@ -255,32 +258,32 @@ def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
     except UnicodeDecodeError:
         return None, "it is not UTF-8 text"
     except ValueError as error:
-        return None, f"not JSON ({_one_line(error)})"
+        return None, f"not JSON ({one_line(error)})"
     except RecursionError:
         return None, "JSON nested too deeply"
     if not isinstance(summary, dict):
-        return None, f"it holds {_json_type(summary)}, not an object"
+        return None, f"it holds {json_type(summary)}, not an object"
     if not isinstance(summary.get("config"), dict):
-        return None, f"its config is {_json_type(summary.get('config'))}, not an object"
+        return None, f"its config is {json_type(summary.get('config'))}, not an object"
     if summary.get("status") is not None and summary["status"] not in STATUSES:
-        return None, f"its status is {_short(summary['status'])}, not one of {', '.join(STATUSES)}"
+        return None, f"its status is {short(summary['status'])}, not one of {', '.join(STATUSES)}"
     if summary.get("error") is not None and not isinstance(summary["error"], str):
-        return None, f"its error is {_json_type(summary['error'])}, not text"
+        return None, f"its error is {json_type(summary['error'])}, not text"
     replicas = summary.get("replicas", [])
     if not isinstance(replicas, list):
-        return None, f"its replicas is {_json_type(replicas)}, not a list"
+        return None, f"its replicas is {json_type(replicas)}, not a list"
     for i, replica in enumerate(replicas):
         if not isinstance(replica, dict):
-            return None, f"replicas[{i}] is {_json_type(replica)}, not an object"
-        if not _is_int(replica.get("seed"), 0, MAX_WHOLE):
+            return None, f"replicas[{i}] is {json_type(replica)}, not an object"
+        if not is_int(replica.get("seed"), 0, MAX_WHOLE):
             return (
                 None,
-                f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0",
+                f"replicas[{i}].seed is {short(replica.get('seed'))}, not a whole number >= 0",
             )
         if replica.get("cause") is not None and replica["cause"] not in CAUSES:
             return (
                 None,
-                f"replicas[{i}].cause is {_short(replica['cause'])}, "
+                f"replicas[{i}].cause is {short(replica['cause'])}, "
                 f"not one of {', '.join(CAUSES)} or null",
             )
     return summary, None
@@ -326,7 +329,7 @@ def _read_hydra_config(path: Path) -> dict:
         ValueError,
         RecursionError,
     ) as error:  # UnicodeDecodeError too
-        raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
+        raise ResultsError(f"{path} is not a config written by Hydra: {one_line(error)}") from None
     if not isinstance(config, dict):
         raise ResultsError(
             f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, "
@@ -350,7 +353,7 @@ def flatten_config(config: dict, source: Path) -> dict:
                 flat[name] = value
             else:
                 raise ResultsError(
-                    f"{source}: config key {name} holds {_json_type(value)}, not a single value"
+                    f"{source}: config key {name} holds {json_type(value)}, not a single value"
                 )
     for key, registry in (
         ("dataset.name", DATASETS),
@@ -360,12 +363,12 @@ def flatten_config(config: dict, source: Path) -> dict:
         # the plotter rebuilds nets from these
         if flat.get(key) is not None and flat[key] not in registry:
             raise ResultsError(
-                f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}"
+                f"{source}: {key} is {short(flat[key])}, not one of {', '.join(registry)}"
             )
     bits = flat.get("dataset.bits")
-    if bits is not None and not _is_int(bits, 1, 16):
+    if bits is not None and not is_int(bits, 1, 16):
         raise ResultsError(
-            f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16"
+            f"{source}: dataset.bits is {short(bits)}, not a whole number from 1 to 16"
         )
     return flat
 
@@ -390,7 +393,7 @@ def read_job(job_dir: Path) -> Job:
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
             raise ResultsError(
-                f"{problem} (summary.json says {status}{': ' + _one_line(error) if error else ''})"
+                f"{problem} (summary.json says {status}{': ' + one_line(error) if error else ''})"
             ) from None
         raise
     causes = {int(r["seed"]): r.get("cause") for r in (summary or {}).get("replicas") or []}
@@ -406,7 +409,7 @@ def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
         except ResultsError as error:
             skipped.append(Skipped(job_dir, str(error)))
         except OSError as error:  # it vanished or cannot be read: the others may still be fine
-            skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {_one_line(error)}"))
+            skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {one_line(error)}"))
     return jobs, skipped
 
 
@@ -537,32 +540,3 @@ def job_outcomes(job: Job) -> pd.DataFrame:
 def _natural(path: Path) -> list:
     """Sort job dirs as a person counts them: 2 before 10."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
-
-
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _json_type(value) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "text",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-    }
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _short(value, limit: int = 40) -> str:
-    """A value for a message: repr, one line, cut to `limit` characters."""
-    if isinstance(value, np.generic):  # np.True_ -> True
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(error) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
