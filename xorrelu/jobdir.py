@@ -35,10 +35,7 @@ WEIGHTS_INFLATE_FLOOR = 256 * 2**20
 MAX_SUMMARY_BYTES = 64 * 2**20
 MAX_HYDRA_CONFIG_BYTES = 2**20  # the composed config is under 2 KiB
 STATUSES = ("running", "interrupted", "failed", "completed")  # what xorrelu.train writes
-
-
-class JobDirError(Exception):
-    """A file of a job dir that cannot be used; the message says which, why, and what to do."""
+MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 
 
 _REPR = reprlib.Repr()
@@ -92,6 +89,64 @@ def is_int(value, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+# --- errors ---------------------------------------------------------------------------------
+
+
+class JobDirError(Exception):
+    """A file of a job dir that cannot be used; the message says which, why, and what to do."""
+
+
+class Problem(JobDirError):
+    """What is wrong with a job dir's summary.json or .hydra/config.yaml, as data: `kind` (a key
+    of WORDS), `found` (the value, or the parser's exception), `where` (the field) and `allowed`.
+    str() is WORDS' wording; a command that words these its own way (the plotter) passes its own
+    table to words()."""
+
+    def __init__(self, path: Path, kind: str, found=None, *, where: str = "", allowed: str = ""):
+        self.path, self.kind, self.found = Path(path), kind, found
+        self.where, self.allowed = where, allowed
+        super().__init__(self.words(WORDS))
+
+    def words(self, table: dict) -> str:
+        """The message, from `table`'s template for this kind."""
+        found = self.found
+        return table[self.kind].format(
+            path=self.path,
+            where=self.where,
+            allowed=self.allowed,
+            value=short(found),
+            json=json_type(found),
+            type=type(found).__name__,
+            line=one_line(found) if isinstance(found, BaseException) else "",
+        )
+
+
+_SUMMARY = "{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
+_HYDRA = "{path} is damaged (%s); restore it"
+# Each Problem's message: {value} is short(found), {json} json_type(found), {type} its Python
+# type, {line} one_line(found) of a parser's exception.
+WORDS = {
+    "summary-utf8": _SUMMARY % "not UTF-8 text",
+    "summary-nested": _SUMMARY % "JSON nested too deeply",
+    "summary-syntax": _SUMMARY % "not valid JSON: {line}",
+    "summary-object": _SUMMARY % "a JSON {type}, not an object",
+    "config": _SUMMARY % "its config is {value}, not an object",
+    "status": _SUMMARY % "status {value} is none of {allowed}",
+    "error": _SUMMARY % "its error is {value}, not text",
+    "replicas": _SUMMARY % "its replicas is {value}, not a list",
+    "replica": _SUMMARY % "{where} is {value}, not an object",
+    "seed": _SUMMARY % "{where}.seed is {value}, not a whole number >= 0",
+    "cause": _SUMMARY % "{where}.cause is {value}, not one of {allowed} or null",
+    "hydra-aliases": _HYDRA % "YAML aliases, which Hydra never writes",
+    "hydra-utf8": _HYDRA % "not UTF-8 text",
+    "hydra-nested": _HYDRA % "YAML nested too deeply",
+    "hydra-syntax": _HYDRA % "{type}: {line}",
+    "hydra-mapping": _HYDRA % "a YAML {type}, not a mapping",
+    "no-config": "{path} holds no config (summary.json or .hydra/config.yaml): "
+    "not an xorrelu job dir",
+}
+
+
 def present(path: Path) -> bool:
     """True for anything at `path`, a dangling symlink included (that is a damaged file,
     not a missing one)."""
@@ -134,58 +189,95 @@ def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
     return data
 
 
-def read_summary(job_dir: Path) -> dict:
-    """summary.json as a dict whose "config" is a dict and whose "status" is one train() writes."""
+def read_summary(job_dir: Path) -> dict | None:
+    """summary.json, every field a reader uses checked; None when there is nothing at the name
+    (a dangling link or a directory there is a damaged summary, not a missing one).
+
+    It is a JSON object whose "config" is an object (check_config says whether it is one train()
+    can run), whose "status", when there, is one of STATUSES, whose "error", when there, is text,
+    and whose "replicas", when there, are objects with a whole "seed" >= 0 and a "cause" from
+    xorrelu.diagnosis or null. Problem (a JobDirError) when it is not."""
     path = Path(job_dir) / "summary.json"
+    if not present(path):
+        return None
     data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
-    damaged = (
-        f"{path} is damaged (%s); restore it, or move it aside to resume with .hydra/config.yaml"
-    )
     try:
         summary = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise JobDirError(damaged % "not UTF-8 text") from None
+    except UnicodeDecodeError as error:
+        raise Problem(path, "summary-utf8", error) from None
     except RecursionError:  # "[[[[..." deeper than Python's recursion limit
-        raise JobDirError(damaged % "JSON nested too deeply") from None
+        raise Problem(path, "summary-nested") from None
     except ValueError as error:
-        raise JobDirError(damaged % f"not valid JSON: {error}") from None
-    if not isinstance(summary, dict):
-        raise JobDirError(damaged % f"a JSON {type(summary).__name__}, not an object")
-    if not isinstance(summary.get("config"), dict):
-        raise JobDirError(damaged % f"its config is {short(summary.get('config'))}, not an object")
-    if summary.get("status") not in STATUSES:
-        raise JobDirError(
-            damaged % f"status {short(summary.get('status'))} is none of {', '.join(STATUSES)}"
-        )
+        raise Problem(path, "summary-syntax", error) from None
+    _check_summary(path, summary)
     return summary
 
 
+def _check_summary(path: Path, summary) -> None:
+    if not isinstance(summary, dict):
+        raise Problem(path, "summary-object", summary)
+    if not isinstance(summary.get("config"), dict):
+        raise Problem(path, "config", summary.get("config"))
+    if summary.get("status") is not None and summary["status"] not in STATUSES:
+        raise Problem(path, "status", summary["status"], allowed=", ".join(STATUSES))
+    if summary.get("error") is not None and not isinstance(summary["error"], str):
+        raise Problem(path, "error", summary["error"])
+    replicas = summary.get("replicas", [])
+    if not isinstance(replicas, list):
+        raise Problem(path, "replicas", replicas)
+    if replicas:
+        _check_replicas(path, replicas)
+
+
+def _check_replicas(path: Path, replicas: list) -> None:
+    from xorrelu.diagnosis import CAUSES  # imports torch: only for a summary with replicas
+
+    for i, replica in enumerate(replicas):
+        where = f"replicas[{i}]"
+        if not isinstance(replica, dict):
+            raise Problem(path, "replica", replica, where=where)
+        if not is_int(replica.get("seed"), 0, MAX_WHOLE):
+            raise Problem(path, "seed", replica.get("seed"), where=where)
+        if replica.get("cause") is not None and replica["cause"] not in CAUSES:
+            raise Problem(path, "cause", replica["cause"], where=where, allowed=", ".join(CAUSES))
+
+
 def read_hydra_config(job_dir: Path) -> dict:
-    """.hydra/config.yaml (the config Hydra composed) as a plain dict."""
+    """.hydra/config.yaml (the config Hydra composed) as a plain dict; Problem when it is not
+    one Hydra wrote."""
     path = Path(job_dir) / ".hydra" / "config.yaml"
     data = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config")
-    damaged = f"{path} is damaged (%s); restore it"
     try:
         text = data.decode("utf-8")
         # an alias repeats a node by reference; expanding nested ones takes exponential memory
-        if any(
-            isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)
-        ):
-            raise JobDirError(damaged % "YAML aliases, which Hydra never writes")
+        events = yaml.parse(text, Loader=yaml.SafeLoader)
+        if any(isinstance(event, yaml.AliasEvent) for event in events):
+            raise Problem(path, "hydra-aliases")
         config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    except JobDirError:
+    except Problem:
         raise
-    except UnicodeDecodeError:
-        raise JobDirError(damaged % "not UTF-8 text") from None
-    except RecursionError:
-        raise JobDirError(damaged % "YAML nested too deeply") from None
+    except UnicodeDecodeError as error:
+        raise Problem(path, "hydra-utf8", error) from None
+    except RecursionError as error:
+        raise Problem(path, "hydra-nested", error) from None
     except Exception as error:  # noqa: BLE001 — yaml and omegaconf raise many types for bad text
-        raise JobDirError(
-            damaged % f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
+        raise Problem(path, "hydra-syntax", error) from None
     if not isinstance(config, dict):
-        raise JobDirError(damaged % f"a YAML {type(config).__name__}, not a mapping")
+        raise Problem(path, "hydra-mapping", config)
     return config
+
+
+def read_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]:
+    """The job's config as it was written (nested), and the file it came from: summary.json's
+    (`summary`, when the caller has read it already), else .hydra/config.yaml's. A damaged
+    summary.json is refused, never silently replaced by the other file."""
+    job_dir = Path(job_dir)
+    summary = summary if summary is not None else read_summary(job_dir)
+    if summary is not None:
+        return summary["config"], job_dir / "summary.json"
+    if present(job_dir / ".hydra" / "config.yaml"):
+        return read_hydra_config(job_dir), job_dir / ".hydra" / "config.yaml"
+    raise Problem(job_dir, "no-config")
 
 
 def _type_ok(value, hint) -> bool:

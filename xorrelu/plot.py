@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
-from xorrelu.jobdir import JobDirError, load_weights, one_line  # noqa: E402
+from xorrelu.jobdir import JobDirError, load_weights, one_line, read_config  # noqa: E402
 from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -56,7 +56,7 @@ from xorrelu.results import (  # noqa: E402
     column_name,
     fixed_description,
     job_outcomes,
-    nested_config,
+    unusable,
     usable_jobs,
     varying_keys,
 )
@@ -398,12 +398,12 @@ def _load_model(job: str, which: str):
         try:
             state = load_weights(Path(job))  # bounded: a zip bomb is refused unread
             seeds = state["seeds"]
-            cfg = OmegaConf.create(nested_config(Path(job))[0])
+            cfg = OmegaConf.create(read_config(Path(job))[0])
             _check_fits(cfg, state[which], len(seeds))
             model = build_model(cfg, dataset_shape(cfg.dataset)[1])
             model.load_state_dict(state[which])
         except JobDirError as error:
-            raise ResultsError(str(error)) from None
+            raise unusable(error) from None
         except (
             RuntimeError,
             KeyError,

@@ -9,7 +9,6 @@ out which config keys make the experiment differ between them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,23 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
-from xorrelu.diagnosis import CAUSES
 from xorrelu.init import INITIALIZERS
 from xorrelu.jobdir import (
-    MAX_HYDRA_CONFIG_BYTES,
-    MAX_SUMMARY_BYTES,
-    STATUSES,
+    MAX_WHOLE,
     JobDirError,
+    Problem,
     is_int,
     json_type,
     one_line,
-    read_bounded,
+    read_config,
+    read_summary,
     short,
 )
 from xorrelu.metrics import solved as is_solved
@@ -58,7 +53,6 @@ NOT_EXPERIMENTAL = {
     "tensorboard",
 }
 SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
-MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 
 
@@ -233,109 +227,43 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             )
 
 
-def read_summary(job_dir: Path) -> dict | None:
-    """The job's summary.json, every field the plotter uses checked (None when there is none)."""
-    path = Path(job_dir) / "summary.json"
-    if not path.is_file():
-        return None
+_NOT_SUMMARY = "{path} is not a summary written by xorrelu: %s; restore it or run the job again"
+_NOT_HYDRA = "{path} is not a config written by Hydra: %s"
+# The plotter's words for what xorrelu.jobdir finds wrong in summary.json and .hydra/config.yaml
+# (tests/test_hostile_plot.py holds it to them); the fields are jobdir.Problem.words'.
+WORDS = {
+    "summary-utf8": _NOT_SUMMARY % "it is not UTF-8 text",
+    "summary-nested": _NOT_SUMMARY % "JSON nested too deeply",
+    "summary-syntax": _NOT_SUMMARY % "not JSON ({line})",
+    "summary-object": _NOT_SUMMARY % "it holds {json}, not an object",
+    "config": _NOT_SUMMARY % "its config is {json}, not an object",
+    "status": _NOT_SUMMARY % "its status is {value}, not one of {allowed}",
+    "error": _NOT_SUMMARY % "its error is {json}, not text",
+    "replicas": _NOT_SUMMARY % "its replicas is {json}, not a list",
+    "replica": _NOT_SUMMARY % "{where} is {json}, not an object",
+    "seed": _NOT_SUMMARY % "{where}.seed is {value}, not a whole number >= 0",
+    "cause": _NOT_SUMMARY % "{where}.cause is {value}, not one of {allowed} or null",
+    "hydra-aliases": "{path} uses YAML aliases, which Hydra never writes; it is not a job's config",
+    "hydra-utf8": _NOT_HYDRA % "{line}",
+    "hydra-nested": _NOT_HYDRA % "{line}",
+    "hydra-syntax": _NOT_HYDRA % "{line}",
+    "hydra-mapping": _NOT_HYDRA % "a YAML {type}, not a mapping",
+    "no-config": "{path} has metrics.csv but neither summary.json nor .hydra/config.yaml",
+}
+
+
+def unusable(error: JobDirError) -> ResultsError:
+    """The plotter's one line for a file of a job dir that xorrelu.jobdir refused."""
+    return ResultsError(error.words(WORDS) if isinstance(error, Problem) else str(error))
+
+
+def flat_config(job_dir: Path, summary: dict | None = None) -> dict:
+    """The job's config (jobdir.read_config: summary.json's, else .hydra/config.yaml's; `summary`
+    when the caller has read it), flattened to dotted keys and checked for plotting."""
     try:
-        data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
+        return flatten_config(*read_config(job_dir, summary))
     except JobDirError as error:
-        raise ResultsError(str(error)) from None
-    summary, problem = _parse_summary(data)
-    if problem:
-        raise ResultsError(
-            f"{path} is not a summary written by xorrelu: {problem}; "
-            "restore it or run the job again"
-        )
-    return summary
-
-
-def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
-    """(summary, None), or (None, what is wrong with it)."""
-    try:
-        summary = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "it is not UTF-8 text"
-    except ValueError as error:
-        return None, f"not JSON ({one_line(error)})"
-    except RecursionError:
-        return None, "JSON nested too deeply"
-    if not isinstance(summary, dict):
-        return None, f"it holds {json_type(summary)}, not an object"
-    if not isinstance(summary.get("config"), dict):
-        return None, f"its config is {json_type(summary.get('config'))}, not an object"
-    if summary.get("status") is not None and summary["status"] not in STATUSES:
-        return None, f"its status is {short(summary['status'])}, not one of {', '.join(STATUSES)}"
-    if summary.get("error") is not None and not isinstance(summary["error"], str):
-        return None, f"its error is {json_type(summary['error'])}, not text"
-    replicas = summary.get("replicas", [])
-    if not isinstance(replicas, list):
-        return None, f"its replicas is {json_type(replicas)}, not a list"
-    for i, replica in enumerate(replicas):
-        if not isinstance(replica, dict):
-            return None, f"replicas[{i}] is {json_type(replica)}, not an object"
-        if not is_int(replica.get("seed"), 0, MAX_WHOLE):
-            return (
-                None,
-                f"replicas[{i}].seed is {short(replica.get('seed'))}, not a whole number >= 0",
-            )
-        if replica.get("cause") is not None and replica["cause"] not in CAUSES:
-            return (
-                None,
-                f"replicas[{i}].cause is {short(replica['cause'])}, "
-                f"not one of {', '.join(CAUSES)} or null",
-            )
-    return summary, None
-
-
-def read_config(job_dir: Path, summary: dict | None = None) -> dict:
-    """The job's resolved config, flattened to dotted keys (summary.json,
-    else .hydra/config.yaml)."""
-    return flatten_config(*nested_config(job_dir, summary))
-
-
-def nested_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]:
-    """The job's config as written (nested), and the file it came from; `summary` when the caller
-    has read it already."""
-    summary = summary if summary is not None else read_summary(job_dir)
-    if summary is not None:
-        return summary["config"], Path(job_dir) / "summary.json"
-    path = Path(job_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise ResultsError(
-            f"{job_dir} has metrics.csv but neither summary.json nor .hydra/config.yaml"
-        )
-    return _read_hydra_config(path), path
-
-
-def _read_hydra_config(path: Path) -> dict:
-    try:
-        text = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config").decode("utf-8")
-        # Hydra never writes YAML aliases; refusing them keeps a "billion laughs" file from
-        # expanding into gigabytes when the config is resolved.
-        if any(
-            isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)
-        ):
-            raise ResultsError(
-                f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config"
-            )
-        config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    except JobDirError as error:
-        raise ResultsError(str(error)) from None
-    except (
-        yaml.YAMLError,
-        OmegaConfBaseException,
-        ValueError,
-        RecursionError,
-    ) as error:  # UnicodeDecodeError too
-        raise ResultsError(f"{path} is not a config written by Hydra: {one_line(error)}") from None
-    if not isinstance(config, dict):
-        raise ResultsError(
-            f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, "
-            "not a mapping"
-        )
-    return config
+        raise unusable(error) from None
 
 
 def flatten_config(config: dict, source: Path) -> dict:
@@ -373,23 +301,19 @@ def flatten_config(config: dict, source: Path) -> dict:
     return flat
 
 
-def read_causes(job_dir: Path) -> dict:
-    """seed -> cause, as the training job diagnosed it
-    (the plotter never rewrites a job's files)."""
-    summary = read_summary(job_dir) or {}
-    return {int(r["seed"]): r.get("cause") for r in summary.get("replicas") or []}
-
-
 def read_job(job_dir: Path) -> Job:
     """One job dir, read and checked; ResultsError (one line) when it cannot be plotted."""
-    summary = read_summary(job_dir)
+    try:
+        summary = read_summary(job_dir)
+    except JobDirError as error:
+        raise unusable(error) from None
     status = "unknown" if summary is None else summary.get("status") or "unknown"
     error = None if summary is None else summary.get("error")
     try:
         if not (job_dir / "metrics.csv").is_file():
             raise ResultsError(f"{job_dir} has no metrics.csv")
         metrics = read_metrics(job_dir / "metrics.csv")
-        config = read_config(job_dir, summary)
+        config = flat_config(job_dir, summary)
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
             raise ResultsError(

@@ -30,12 +30,14 @@ from xorrelu.config import ConfigError, validate
 from xorrelu.data import make_dataset
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
+    STATUSES,
     JobDirError,
+    Problem,
     check_config,
     file_size,
     load_torch_file,
     present,
-    read_hydra_config,
+    read_config,
     read_summary,
     short,
 )
@@ -76,23 +78,12 @@ class ResumeError(JobDirError):
 
 
 def _saved(job_dir: Path) -> tuple[dict | None, dict]:
-    """(summary.json or None, the job's config). The config comes from summary.json, or from
-    .hydra/config.yaml only when summary.json is absent: a damaged summary is refused, never
-    silently replaced by another source."""
-    if present(job_dir / "summary.json"):
-        summary = read_summary(job_dir)
-        config, source = summary["config"], job_dir / "summary.json"
-    elif present(job_dir / ".hydra" / "config.yaml"):
-        summary, config, source = (
-            None,
-            read_hydra_config(job_dir),
-            job_dir / ".hydra" / "config.yaml",
-        )
-    else:
-        raise ResumeError(
-            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
-            "not an xorrelu job dir"
-        )
+    """(summary.json or None, the job's config: jobdir.read_config's, and one train() can run).
+    A summary must say the job's status: only a completed job is skipped."""
+    summary = read_summary(job_dir)
+    if summary is not None and summary.get("status") is None:
+        raise Problem(job_dir / "summary.json", "status", None, allowed=", ".join(STATUSES))
+    config, source = read_config(job_dir, summary)
     check_config(config, str(source))
     return summary, config
 
