@@ -1,9 +1,17 @@
-"""Reading a job dir's files when they may be damaged, truncated or hostile, and composing the
-config a job runs (`compose`) outside the command line.
+"""Everything that knows what a job dir is: finding job dirs, reading their files when they may be
+damaged, truncated or hostile, and composing the config a job runs.
+
+- `find_jobs(root)`: the job dirs at or below a path (the one rule, see there);
+- `read_summary`, `read_hydra_config`, `read_config`, `check_config`: summary.json and the
+  job's config, every field checked;
+- `load_weights`, `load_torch_file`: torch.load within a size bound;
+- `compose(overrides)`: the config `python -m xorrelu OVERRIDES` runs, outside the command line;
+- `short`, `one_line`: values and errors as they go into a one-line message.
 
 Every reader here is bounded in memory (sizes are checked before anything is parsed), checks
 the type of what it returns, and fails with one JobDirError whose message names the file, what
-is wrong with it and what to do instead. Nothing here writes.
+is wrong with it and what to do instead. Nothing here writes. This module sits at the bottom of
+the import graph: it imports xorrelu.config, and nothing that trains, plots or resumes.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import reprlib
 import typing
@@ -25,6 +34,11 @@ from omegaconf import OmegaConf
 from xorrelu import CONFIG_PATH
 from xorrelu import config as config_module
 
+log = logging.getLogger(__name__)
+
+# A dir holding anything at one of these names is a job dir (see find_jobs).
+JOB_MARKERS = ("summary.json", "metrics.csv", "checkpoint.pt")
+SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
 # A summary.json holds the config and one short entry per replica: ~300 bytes a replica, so
 # 64 MiB is ~200,000 replicas, beyond what fits a machine. Anything larger is not ours.
 # weights.pt: torch.save stores tensors uncompressed, so a real one declares about its own size.
@@ -147,10 +161,97 @@ WORDS = {
 }
 
 
+# --- finding job dirs -----------------------------------------------------------------------
+
+
 def present(path: Path) -> bool:
     """True for anything at `path`, a dangling symlink included (that is a damaged file,
     not a missing one)."""
     return os.path.lexists(path)
+
+
+def is_job(path: Path) -> bool:
+    """A job dir: a directory with anything at summary.json, metrics.csv or checkpoint.pt."""
+    return any(present(Path(path) / name) for name in JOB_MARKERS)
+
+
+def natural(path: Path) -> list:
+    """Sort key for paths as a person counts: 2 before 10, names after numbers."""
+    return [
+        (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
+        for part in Path(path).parts
+    ]
+
+
+def find_jobs(root: Path, *, depth: int | None = None, seen: set | None = None) -> list[Path]:
+    """The job dirs at or below `root`, in natural order (2 before 10).
+
+    The rule: a job dir is a directory with anything at summary.json, metrics.csv or
+    checkpoint.pt, a dangling link or a directory there included (a damaged job is found, and
+    its reader says what is wrong). `root` itself, when it is one, is the only job; a job dir is
+    never looked inside, nor is a .hydra/ or plots/. Symbolic links are followed (outputs ->
+    /scratch/..., a folder of links to compare runs), each real directory (st_dev, st_ino) once:
+    a link back up ends there, and a job reached by two paths is listed once, by its plain path
+    rather than a link's. `depth` limits how far below `root` to look (1: the jobs of a sweep
+    dir); `seen` is shared over several roots so that a job below two of them is listed once.
+    A subdirectory that cannot be read is skipped with a warning; JobDirError when `root` is
+    missing, not a directory or cannot be read."""
+    root = Path(root)
+    if not root.exists():
+        raise JobDirError(f"no such file or directory: {root}")
+    if not root.is_dir():
+        raise JobDirError(f"not a directory: {root}")
+    seen = set() if seen is None else seen
+    jobs = []
+    plain, linked = [(root, 0)], []  # plain subdirectories are walked before any link
+    while plain or linked:
+        directory, level = plain.pop() if plain else linked.pop(0)
+        if not _first_visit(directory, root, seen):
+            continue
+        if is_job(directory):
+            jobs.append(directory)
+        elif depth is None or level < depth:
+            for entry in _subdirs(directory, root):
+                (linked if entry.is_symlink() else plain).append((Path(entry.path), level + 1))
+    return sorted(jobs, key=natural)
+
+
+def _first_visit(directory: Path, root: Path, seen: set) -> bool:
+    """Remember the real directory; False when it was seen before or cannot be looked at."""
+    try:
+        info = directory.stat()
+    except OSError as error:  # it vanished, or no permission
+        if directory == root:
+            raise JobDirError(f"cannot list {root}: {error.strerror or error}") from None
+        log.warning("not looking inside %s: %s", directory, error.strerror or error)
+        return False
+    if (info.st_dev, info.st_ino) in seen:
+        return False
+    seen.add((info.st_dev, info.st_ino))
+    return True
+
+
+def _subdirs(directory: Path, root: Path) -> list[os.DirEntry]:
+    """The subdirectories of `directory` (links to them included), in a stable order: the first
+    link found to a directory is the one listed."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: natural(Path(e.name)))
+    except OSError as error:
+        if directory == root:
+            raise JobDirError(f"cannot list {root}: {error.strerror or error}") from None
+        log.warning("not looking inside %s: %s", directory, error.strerror or error)
+        return []
+    found = []
+    for entry in entries:
+        try:
+            if entry.name not in SKIP_DIRS and entry.is_dir():  # is_dir follows links
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
+# --- reading files --------------------------------------------------------------------------
 
 
 def file_size(path: Path, what: str) -> int:

@@ -48,7 +48,14 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
-from xorrelu.jobdir import JobDirError, load_weights, one_line, read_config  # noqa: E402
+from xorrelu.jobdir import (  # noqa: E402
+    JobDirError,
+    find_jobs,
+    load_weights,
+    one_line,
+    present,
+    read_config,
+)
 from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -770,19 +777,25 @@ def _not_completed_html(results: Results) -> str:
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
-    """The newest run or multirun dir under outputs/ that holds a summary.json."""
+    """The newest run or multirun dir under outputs/ that holds a job with a summary.json."""
     candidates = [
         p
         for p in outputs.glob("*/*/*")
-        if p.is_dir() and p.parent.parent.name in ("runs", "multirun")
+        if p.is_dir() and p.parent.parent.name in ("runs", "multirun") and _has_summary(p)
     ]
-    candidates = [p for p in candidates if any(p.rglob("summary.json"))]
     if not candidates:
         raise ResultsError(
             f"no run with a summary.json under {outputs}/; pass a PATH or train first: "
             "python -m xorrelu"
         )
     return max(candidates, key=lambda p: (p.parent.name, p.name))
+
+
+def _has_summary(run_dir: Path) -> bool:
+    try:
+        return any(present(job / "summary.json") for job in find_jobs(run_dir))
+    except JobDirError:  # it cannot be listed: not the run to plot
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

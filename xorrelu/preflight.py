@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xorrelu.jobdir import one_line
+from xorrelu.jobdir import JobDirError, find_jobs, one_line, read_summary
 
 # what train() writes into a job dir; a job finding any of these in its dir does not train there
 RUN_OUTPUTS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt")
@@ -55,23 +54,31 @@ class Plan:
         """After a sweep: one line per job that did not complete, from each job's summary.json
         (jobs that left none are counted on one line)."""
         lines, done = [], 0
-        for summary in sorted(self.sweep_dir.rglob("summary.json")):
+        for job in _jobs_below(self.sweep_dir):
             try:
-                status = json.loads(summary.read_text())
-                status, error = status.get("status"), status.get("error", "")
-            except (OSError, ValueError, AttributeError, RecursionError, UnicodeDecodeError):
-                status, error = "unreadable", "summary.json cannot be read"
+                summary = read_summary(job)
+            except JobDirError:
+                summary = {"status": "unreadable", "error": "summary.json cannot be read"}
+            if summary is None:
+                continue  # counted below
+            status, error = summary.get("status"), summary.get("error")
             if status == "completed":
                 done += 1
             else:
                 lines.append(
-                    f"{summary.parent.relative_to(self.sweep_dir)}: "
-                    f"{status}{': ' + error if error else ''}"
+                    f"{job.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}"
                 )
         missing = self.jobs - done - len(lines)
         if missing > 0:
             lines.append(f"{missing} job(s) left no summary.json (killed, or never started)")
         return lines
+
+
+def _jobs_below(sweep_dir: Path) -> list[Path]:
+    try:
+        return find_jobs(sweep_dir)
+    except JobDirError:  # the sweep dir is gone: its jobs are counted as leaving nothing
+        return []
 
 
 def check(argv: list[str], config_path: str) -> Plan:

@@ -24,6 +24,7 @@ from xorrelu.jobdir import (
     MAX_WHOLE,
     JobDirError,
     Problem,
+    find_jobs,
     is_int,
     json_type,
     one_line,
@@ -52,7 +53,6 @@ NOT_EXPERIMENTAL = {
     "threads",
     "tensorboard",
 }
-SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 
 
@@ -74,59 +74,6 @@ class Job:
 class Skipped:
     path: Path  # the job dir
     reason: str  # one line: which file is unusable and why
-
-
-def find_jobs(paths: list[Path]) -> list[Path]:
-    """Every job dir at or below `paths` (a dir with summary.json or metrics.csv), following
-    symbolic links but listing each real directory once."""
-    jobs: list[Path] = []
-    seen: set = set()  # (st_dev, st_ino) of every directory walked, over all paths
-    for root in map(Path, paths):
-        if not root.exists():
-            raise ResultsError(f"no such file or directory: {root}")
-        if not root.is_dir():
-            raise ResultsError(f"not a directory: {root}")
-        below = [
-            d
-            for d in _walk(root, seen)
-            if (d / "summary.json").is_file() or (d / "metrics.csv").is_file()
-        ]
-        jobs += sorted(below, key=_natural)
-    return jobs
-
-
-def _walk(root: Path, seen: set) -> list[Path]:
-    """Every directory at or below `root`, following links (users keep outputs -> /scratch/... and
-    folders of links to compare runs), each real directory once: its (st_dev, st_ino) is
-    remembered, so a link back up (loop -> .) ends there instead of recursing forever, and a job
-    reached by two paths is counted once. Plain subdirectories are walked before any link, so a
-    job keeps its own path rather than a link's (outputs/latest -> runs/.../job)."""
-    found: list[Path] = []
-    plain, linked = [root], []
-    while plain or linked:
-        directory = plain.pop() if plain else linked.pop(0)
-        try:
-            info = directory.stat()
-            if (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-            entries = sorted(
-                os.scandir(directory), key=lambda e: _natural(Path(e.name))
-            )  # first link found wins: make it stable
-        except OSError as error:  # a dir that vanished, no permission
-            if directory == root:
-                raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
-            log.warning("not looking inside %s: %s", directory, error.strerror or error)
-            continue
-        found.append(directory)
-        for entry in entries:
-            try:
-                if entry.name in SKIP_DIRS or not entry.is_dir():  # is_dir follows links
-                    continue
-                (linked if entry.is_symlink() else plain).append(Path(entry.path))
-            except OSError:
-                continue
-    return found
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
@@ -327,7 +274,7 @@ def read_job(job_dir: Path) -> Job:
 def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
     """Every job below `paths`: the usable ones, and the ones skipped with the reason."""
     jobs, skipped = [], []
-    for job_dir in find_jobs([Path(p) for p in paths]):
+    for job_dir in _find_all(paths):
         try:
             jobs.append(read_job(job_dir))
         except ResultsError as error:
@@ -335,6 +282,18 @@ def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
         except OSError as error:  # it vanished or cannot be read: the others may still be fine
             skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {one_line(error)}"))
     return jobs, skipped
+
+
+def _find_all(paths: list[str | Path]) -> list[Path]:
+    """jobdir.find_jobs below each path, each real job dir once over all of them."""
+    found: list[Path] = []
+    seen: set = set()  # (st_dev, st_ino) of every directory walked, over all paths
+    for root in paths:
+        try:
+            found += find_jobs(Path(root), seen=seen)
+        except JobDirError as error:  # a path that is missing, not a dir, or cannot be read
+            raise ResultsError(str(error)) from None
+    return found
 
 
 def usable_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
@@ -459,8 +418,3 @@ def job_outcomes(job: Job) -> pd.DataFrame:
         for seed, solved in zip(out.seed, out.solved, strict=True)
     ]
     return out
-
-
-def _natural(path: Path) -> list:
-    """Sort job dirs as a person counts them: 2 before 10."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ from xorrelu.jobdir import (
     Problem,
     check_config,
     file_size,
+    find_jobs,
     load_torch_file,
     present,
     read_config,
@@ -389,29 +389,6 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
     return train(cfg, job_dir, checkpoint=checkpoint)
 
 
-def find_jobs(root: Path) -> list[Path]:
-    """root itself when it is a job dir, else the job dirs right below it (as Hydra lays out a
-    sweep), in natural order; each real dir once, however many symlinks lead to it."""
-
-    def is_job(path: Path) -> bool:
-        return present(path / "summary.json") or present(path / "checkpoint.pt")
-
-    if is_job(root):
-        return [root]
-    jobs, seen = [], set()
-    for child in sorted(
-        root.iterdir(),
-        key=lambda p: (
-            (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)
-        ),
-    ):
-        real = os.path.realpath(child)  # never raises, even on a symlink loop
-        if child.is_dir() and is_job(child) and real not in seen:
-            seen.add(real)
-            jobs.append(child)
-    return jobs
-
-
 def _error(message: str) -> None:
     """One line on stderr, whatever the message holds (a dir name may contain a newline)."""
     print(
@@ -435,9 +412,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
         _error(f"not a directory: {root}")
         return 2
     try:
-        jobs = find_jobs(root)
-    except OSError as error:
-        _error(f"cannot list {root}: {error.strerror or error}")
+        jobs = find_jobs(root, depth=1)  # root itself, or the jobs of a sweep: never deeper
+    except JobDirError as error:  # root cannot be listed
+        _error(str(error))
         return 2
     if not jobs:
         _error(f"no xorrelu job in {root}")
