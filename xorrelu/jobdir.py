@@ -4,7 +4,7 @@ damaged, truncated or hostile, and composing the config a job runs.
 - `find_jobs(root)`: the job dirs at or below a path (the one rule, see there);
 - `read_summary`, `read_hydra_config`, `read_config`, `check_config`: summary.json and the
   job's config, every field checked;
-- `load_weights`, `load_torch_file`: torch.load within a size bound;
+- `load_weights`, `load_checkpoint`, `load_torch_file`: torch.load within a size bound;
 - `compose(overrides)`: the config `python -m xorrelu OVERRIDES` runs, outside the command line;
 - `short`, `one_line`: values and errors as they go into a one-line message.
 
@@ -51,6 +51,8 @@ MAX_HYDRA_CONFIG_BYTES = 2**20  # the composed config is under 2 KiB
 STATUSES = ("running", "interrupted", "failed", "completed")  # what xorrelu.train writes
 MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 
+
+# --- messages -------------------------------------------------------------------------------
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
@@ -392,12 +394,8 @@ def _type_ok(value, hint) -> bool:
         return type(value) is str
     if isinstance(hint, type) and issubclass(hint, Enum):
         return type(value) is str and value in {member.value for member in hint}
-    return value is None or type(value) in (
-        bool,
-        int,
-        float,
-        str,
-    )  # Any (compile): validate() checks its values
+    # Any (compile): validate() checks its values
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def _group_fields(base: type) -> dict:
@@ -451,6 +449,9 @@ def check_config(config, source: str) -> None:
             raise JobDirError(f"{source}: config {key}={short(value)} has the wrong type; {fix}")
 
 
+# --- torch files ----------------------------------------------------------------------------
+
+
 def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoint") -> object:
     """torch.load a file written by torch.save (a zip archive), refusing before loading when the
     file, or what its members declare they inflate to, is larger than max_bytes, or when a member
@@ -466,49 +467,54 @@ def load_torch_file(path: Path, max_bytes: int, what: str = "an xorrelu checkpoi
         )
     try:
         with open(path, "rb") as file:
-            start = file.read(4)
-            file.seek(0)
-            try:
-                with zipfile.ZipFile(file) as archive:
-                    members = archive.infolist()
-                    declared = sum(member.file_size for member in members)
-                    if declared > max_bytes:
-                        raise JobDirError(
-                            f"{path} declares {declared / 2**20:.0f} MiB of content, "
-                            f"more than the {max_bytes / 2**20:.0f} MiB {what} of this config can "
-                            "hold: refused unread (damaged, or not this job's); "
-                            "restore the file or run the job again"
-                        )
-                    # torch does not check CRCs: a flipped bit would load as a wrong weight
-                    bad = archive.testzip()
-                    if bad is not None:
-                        raise JobDirError(
-                            f"{path} is damaged (its member {short(bad)} fails its checksum); "
-                            "restore the file or run the job again"
-                        )
-            except (
-                zipfile.BadZipFile,
-                zipfile.LargeZipFile,
-                EOFError,
-                ValueError,
-                NotImplementedError,
-            ) as error:
-                # it began as a zip archive but its end (the central directory) is unreadable
-                if start == b"PK\x03\x04":
-                    raise JobDirError(
-                        f"{path} is damaged (truncated: its zip archive ends early or is corrupt: "
-                        f"{error}); restore the file or run the job again"
-                    ) from None
-                raise JobDirError(
-                    f"{path} is not {what} (not a zip archive as torch.save writes); "
-                    "restore the file or run the job again"
-                ) from None
+            _check_archive(file, path, max_bytes, what)
     except OSError as error:
         raise JobDirError(f"cannot read {path}: {error.strerror or error}") from None
     try:
         return torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
     except Exception as error:  # noqa: BLE001 — any failure of the loader on a hostile file is a refusal
         raise JobDirError(f"{path} is not {what} (refused: {one_line(error)})") from None
+
+
+def _check_archive(file, path: Path, max_bytes: int, what: str) -> None:
+    """The zip archive's declared content within max_bytes and every member's CRC right, checked
+    before anything is inflated for torch."""
+    start = file.read(4)
+    file.seek(0)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            declared = sum(member.file_size for member in archive.infolist())
+            if declared > max_bytes:
+                raise JobDirError(
+                    f"{path} declares {declared / 2**20:.0f} MiB of content, "
+                    f"more than the {max_bytes / 2**20:.0f} MiB {what} of this config can "
+                    "hold: refused unread (damaged, or not this job's); "
+                    "restore the file or run the job again"
+                )
+            # torch does not check CRCs: a flipped bit would load as a wrong weight
+            bad = archive.testzip()
+            if bad is not None:
+                raise JobDirError(
+                    f"{path} is damaged (its member {short(bad)} fails its checksum); "
+                    "restore the file or run the job again"
+                )
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+    ) as error:
+        # it began as a zip archive but its end (the central directory) is unreadable
+        if start == b"PK\x03\x04":
+            raise JobDirError(
+                f"{path} is damaged (truncated: its zip archive ends early or is corrupt: "
+                f"{error}); restore the file or run the job again"
+            ) from None
+        raise JobDirError(
+            f"{path} is not {what} (not a zip archive as torch.save writes); "
+            "restore the file or run the job again"
+        ) from None
 
 
 def load_weights(job_dir: Path) -> dict:
@@ -525,6 +531,27 @@ def load_weights(job_dir: Path) -> dict:
     ):
         raise JobDirError(f"{path} is not {what} (its seeds are not a list of whole numbers)")
     return state
+
+
+def checkpoint_bound(model_state: dict) -> int:
+    """The most bytes a checkpoint of this model may hold, checked before it is loaded: model,
+    initial and two optimizer slots per parameter (Adam), times 4 for slack, plus 16 MiB for the
+    config, the RNG state and the pickle."""
+    params = sum(t.numel() * t.element_size() for t in model_state.values())
+    return 4 * (4 * params) + 16 * 2**20
+
+
+def load_checkpoint(job_dir: Path, model_state: dict) -> object:
+    """A job's checkpoint.pt, refused unread when it is larger than a checkpoint of the model
+    whose state_dict is `model_state` can be (checkpoint_bound). What it holds is the caller's
+    to check against the job's config (xorrelu.resume does, field by field)."""
+    path = Path(job_dir) / "checkpoint.pt"
+    if not present(path):
+        raise JobDirError(
+            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
+            "none: run it again)"
+        )
+    return load_torch_file(path, checkpoint_bound(model_state))
 
 
 # --- composing a config ---------------------------------------------------------------------

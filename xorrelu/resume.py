@@ -35,7 +35,7 @@ from xorrelu.jobdir import (
     check_config,
     file_size,
     find_jobs,
-    load_torch_file,
+    load_checkpoint,
     present,
     read_config,
     read_summary,
@@ -90,14 +90,6 @@ def _saved(job_dir: Path) -> tuple[dict | None, dict]:
 
 def saved_config(job_dir: Path) -> dict:
     return _saved(job_dir)[1]
-
-
-def checkpoint_bound(model_state: dict) -> int:
-    """The most bytes a checkpoint of this model may hold, checked before it is loaded: model,
-    initial and two optimizer slots per parameter (Adam), times 4 for slack, plus 16 MiB for the
-    config, the RNG state and the pickle."""
-    params = sum(t.numel() * t.element_size() for t in model_state.values())
-    return 4 * (4 * params) + 16 * 2**20
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -339,14 +331,9 @@ def _damaged(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path} is damaged: {what}; restore it, or run the job again")
 
 
-def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
-    """checkpoint.pt, loaded within a size bound derived from cfg and checked in full."""
+def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
+    """checkpoint.pt, loaded within the size bound of cfg's model and checked in full."""
     path = job_dir / "checkpoint.pt"
-    if not present(path):
-        raise ResumeError(
-            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
-            "none: run it again)"
-        )
     x, y = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
@@ -354,7 +341,7 @@ def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
         raise ResumeError(
             f"the config in {job_dir} cannot build its model: {short(str(error))}"
         ) from None
-    checkpoint = load_torch_file(path, checkpoint_bound(model.state_dict()))
+    checkpoint = load_checkpoint(job_dir, model.state_dict())
     # everything train() reads from it, checked before train() opens a file for writing
     _check_fields(checkpoint, path, job_dir, config, cfg)
     _check_state(checkpoint, path, cfg, model, x, y)
@@ -384,7 +371,7 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
         validate(cfg)
     except ConfigError as error:
         raise ResumeError(f"{job_dir}: {error}") from None
-    checkpoint = load_checkpoint(job_dir, cfg, config)
+    checkpoint = checked_checkpoint(job_dir, cfg, config)
     log.info("resuming %s at step %d of %d", job_dir, checkpoint["step"], target)
     return train(cfg, job_dir, checkpoint=checkpoint)
 
