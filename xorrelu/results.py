@@ -1,5 +1,6 @@
-"""Reading what runs wrote: find the jobs below a path, load their metrics and configs, and work
-out which config keys make the experiment differ between them.
+"""Reading what runs wrote for plots and notebooks: the jobs below a path (found and read by
+xorrelu.jobdir), their metrics and flattened configs, and which config keys make the experiment
+differ between them.
 
     import xorrelu
     # one row per step per replica
