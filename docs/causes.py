@@ -13,10 +13,8 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
 from xorrelu import plot  # noqa: E402
-from xorrelu.config import register_configs  # noqa: E402
+from xorrelu.jobdir import compose  # noqa: E402
 from xorrelu.train import train  # noqa: E402
 
 RUNS = [  # (overrides, causes to look for in this run)
@@ -29,15 +27,12 @@ RUNS = [  # (overrides, causes to look for in this run)
 
 def main() -> None:
     logging.disable(logging.INFO)
-    register_configs()
     figure = Figure(figsize=(13, 2.6), layout="constrained")
     axes = figure.subplots(1, 7)
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (overrides, wanted) in enumerate(RUNS):
-            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-                cfg = compose("config", overrides=overrides + ["plot=false"])
-            train(cfg, Path(tmp) / str(i))
+            train(compose(overrides + ["plot=false"]), Path(tmp) / str(i))
             results = plot.collect([Path(tmp) / str(i)])
             for cause in wanted:
                 rows = results.replicas[results.replicas.cause.fillna("solved") == cause]

@@ -92,12 +92,13 @@ def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
 
 
 def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
-    """The batched model of a finished job, from its summary.json (config) and weights.pt, both
-    read within bounds (xorrelu.jobdir): a damaged or hostile file raises JobDirError."""
-    from xorrelu.jobdir import load_weights, read_summary
+    """The batched model of a finished job, from its config (summary.json's, else
+    .hydra/config.yaml's) and weights.pt, all read within bounds (xorrelu.jobdir): a damaged or
+    hostile file raises JobDirError."""
+    from xorrelu.jobdir import load_weights, read_config
 
     job_dir = Path(job_dir)
-    cfg = OmegaConf.create(read_summary(job_dir)["config"])
+    cfg = OmegaConf.create(read_config(job_dir)[0])
     state = load_weights(job_dir)
     x, _ = make_dataset(cfg.dataset)
     model = build_model(cfg, x.shape[1])

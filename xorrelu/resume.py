@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -31,12 +30,15 @@ from xorrelu.data import make_dataset
 from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
+    STATUSES,
     JobDirError,
+    Problem,
     check_config,
     file_size,
-    load_torch_file,
+    find_jobs,
+    load_checkpoint,
     present,
-    read_hydra_config,
+    read_config,
     read_summary,
     short,
 )
@@ -78,37 +80,18 @@ class ResumeError(JobDirError):
 
 
 def _saved(job_dir: Path) -> tuple[dict | None, dict]:
-    """(summary.json or None, the job's config). The config comes from summary.json, or from
-    .hydra/config.yaml only when summary.json is absent: a damaged summary is refused, never
-    silently replaced by another source."""
-    if present(job_dir / "summary.json"):
-        summary = read_summary(job_dir)
-        config, source = summary["config"], job_dir / "summary.json"
-    elif present(job_dir / ".hydra" / "config.yaml"):
-        summary, config, source = (
-            None,
-            read_hydra_config(job_dir),
-            job_dir / ".hydra" / "config.yaml",
-        )
-    else:
-        raise ResumeError(
-            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
-            "not an xorrelu job dir"
-        )
+    """(summary.json or None, the job's config: jobdir.read_config's, and one train() can run).
+    A summary must say the job's status: only a completed job is skipped."""
+    summary = read_summary(job_dir)
+    if summary is not None and summary.get("status") is None:
+        raise Problem(job_dir / "summary.json", "status", None, allowed=", ".join(STATUSES))
+    config, source = read_config(job_dir, summary)
     check_config(config, str(source))
     return summary, config
 
 
 def saved_config(job_dir: Path) -> dict:
     return _saved(job_dir)[1]
-
-
-def checkpoint_bound(model_state: dict) -> int:
-    """The most bytes a checkpoint of this model may hold, checked before it is loaded: model,
-    initial and two optimizer slots per parameter (Adam), times 4 for slack, plus 16 MiB for the
-    config, the RNG state and the pickle."""
-    params = sum(t.numel() * t.element_size() for t in model_state.values())
-    return 4 * (4 * params) + 16 * 2**20
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -350,14 +333,9 @@ def _damaged(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path} is damaged: {what}; restore it, or run the job again")
 
 
-def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
-    """checkpoint.pt, loaded within a size bound derived from cfg and checked in full."""
+def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
+    """checkpoint.pt, loaded within the size bound of cfg's model and checked in full."""
     path = job_dir / "checkpoint.pt"
-    if not present(path):
-        raise ResumeError(
-            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
-            "none: run it again)"
-        )
     x, y = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
@@ -365,7 +343,7 @@ def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
         raise ResumeError(
             f"the config in {job_dir} cannot build its model: {short(str(error))}"
         ) from None
-    checkpoint = load_torch_file(path, checkpoint_bound(model.state_dict()))
+    checkpoint = load_checkpoint(job_dir, model.state_dict())
     # everything train() reads from it, checked before train() opens a file for writing
     _check_fields(checkpoint, path, job_dir, config, cfg)
     _check_state(checkpoint, path, cfg, model, x, y)
@@ -398,32 +376,9 @@ def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] 
         validate(cfg)
     except ConfigError as error:
         raise ResumeError(f"{job_dir}: {error}") from None
-    checkpoint = load_checkpoint(job_dir, cfg, config)
+    checkpoint = checked_checkpoint(job_dir, cfg, config)
     log.info("resuming %s at step %d of %d", job_dir, checkpoint["step"], target)
     return cfg, checkpoint
-
-
-def find_jobs(root: Path) -> list[Path]:
-    """root itself when it is a job dir, else the job dirs right below it (as Hydra lays out a
-    sweep), in natural order; each real dir once, however many symlinks lead to it."""
-
-    def is_job(path: Path) -> bool:
-        return present(path / "summary.json") or present(path / "checkpoint.pt")
-
-    if is_job(root):
-        return [root]
-    jobs, seen = [], set()
-    for child in sorted(
-        root.iterdir(),
-        key=lambda p: (
-            (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)
-        ),
-    ):
-        real = os.path.realpath(child)  # never raises, even on a symlink loop
-        if child.is_dir() and is_job(child) and real not in seen:
-            seen.add(real)
-            jobs.append(child)
-    return jobs
 
 
 def _error(message: str) -> None:
@@ -449,9 +404,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
         _error(f"not a directory: {root}")
         return 2
     try:
-        jobs = find_jobs(root)
-    except OSError as error:
-        _error(f"cannot list {root}: {error.strerror or error}")
+        jobs = find_jobs(root, depth=1)  # root itself, or the jobs of a sweep: never deeper
+    except JobDirError as error:  # root cannot be listed
+        _error(str(error))
         return 2
     if not jobs:
         _error(f"no xorrelu job in {root}")
