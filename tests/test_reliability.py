@@ -48,14 +48,10 @@ def start_and_stop(cwd, signum, *extra):
         stderr=subprocess.PIPE,
         text=True,
     )
-    summary = cwd / "job" / "summary.json"
-    deadline = time.monotonic() + 60
-    while (
-        not (summary.is_file() and '"running"' in summary.read_text())
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    time.sleep(0.5)  # the summary says "running" just before the first step
+    for line in proc.stdout:  # the first step is done once its line is printed
+        if line.startswith("step"):
+            break
+    time.sleep(0.3)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, err
