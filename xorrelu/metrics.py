@@ -113,6 +113,7 @@ class Recorder:
         depth: int,
         seeds: list[int],
         outcomes: Outcomes,
+        *,
         resume_at: int | None = None,
         flush_rows: int = 200_000,
         flush_seconds: float = 5.0,

@@ -363,7 +363,7 @@ def plot_outcomes(results: Results, ax=None):
     return ax
 
 
-def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "final", ax=None):
+def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str = "final", ax=None):
     """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points."""
     ax = _axes(ax)
     model, seeds = _load_model(job, which)
@@ -483,7 +483,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             squeeze=False,
         )
         for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
-            plot_decision_boundary(results, job, int(seed), which, ax=ax)
+            plot_decision_boundary(results, job, int(seed), which=which, ax=ax)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from xorrelu import signals
 from xorrelu.callbacks import plot_safely
@@ -157,7 +158,7 @@ def _update_counts(engine_state: dict) -> list[float]:
     return [float(s["step"]) for s in engine_state.get("state", {}).values() if "step" in s]
 
 
-def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Path) -> None:
+def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: Path) -> None:
     """metrics.csv must hold, before csv_bytes, this config's header and whole steps before the
     checkpoint's. Resume cuts the file at csv_bytes and appends: a wrong position would pad it
     with NUL bytes, cut a row in half, or repeat and lose steps."""
@@ -232,7 +233,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
         )
 
 
-def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> None:
+def _check_fields(checkpoint, path: Path, job_dir: Path, *, config: dict, cfg) -> None:
     """The checkpoint's plain values: present, of their types, in range,
     and of this job's config."""
     if not isinstance(checkpoint, dict):
@@ -280,7 +281,7 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
         raise _damaged(path, f"threads {threads} is outside 0..{MAX_THREADS}")
 
 
-def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
+def _check_state(checkpoint: dict, path: Path, cfg, model: nn.Sequential) -> None:
     """Parameters and engine state: laid out exactly as this code makes them for this config."""
     step, engine = checkpoint["step"], checkpoint["engine"]
     expected = model.state_dict()
@@ -289,7 +290,8 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
         if wrong:
             raise _damaged(path, f"{wrong} (the model of this config)")
     # the engine state this code makes for this model: fresh at step 0, after one update later
-    reference = make_engine(cfg, model, (x, y), {"engine": engine, "compiled": False})
+    same_engine = {"engine": engine, "compiled": False}
+    reference = make_engine(cfg, model, make_dataset(cfg.dataset), same_engine)
     if step > 0:
         reference.step(update=True, log=False)
     wrong = _mismatch(checkpoint["engine_state"], reference.state_dict(), "engine_state")
@@ -326,7 +328,7 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
         raise _damaged(
             path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}"
         )
-    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg, path)
+    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg=cfg, checkpoint_path=path)
 
 
 def _damaged(path: Path, what: str) -> ResumeError:
@@ -336,7 +338,7 @@ def _damaged(path: Path, what: str) -> ResumeError:
 def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
     """checkpoint.pt, loaded within the size bound of cfg's model and checked in full."""
     path = job_dir / "checkpoint.pt"
-    x, y = make_dataset(cfg.dataset)
+    x, _ = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
     except (ValueError, RuntimeError, OverflowError) as error:  # e.g. a seed beyond torch's 64 bits
@@ -345,8 +347,8 @@ def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
         ) from None
     checkpoint = load_checkpoint(job_dir, model.state_dict())
     # everything train() reads from it, checked before train() opens a file for writing
-    _check_fields(checkpoint, path, job_dir, config, cfg)
-    _check_state(checkpoint, path, cfg, model, x, y)
+    _check_fields(checkpoint, path, job_dir, config=config, cfg=cfg)
+    _check_state(checkpoint, path, cfg, model)
     _check_recorder(checkpoint, path, job_dir, cfg)
     return checkpoint
 

@@ -148,7 +148,7 @@ def open_outputs(run: Run, checkpoint: dict | None = None) -> None:
     with signals.mode("hold"):  # the summary and the CSV's header appear together
         write_json(run.out_dir / "summary.json", run.summary)
         path = run.out_dir / "metrics.csv"
-        run.recorder = Recorder(path, run.cfg.depth, run.seeds, run.outcomes, resume_at)
+        run.recorder = Recorder(path, run.cfg.depth, run.seeds, run.outcomes, resume_at=resume_at)
     if run.cfg.tensorboard:
         run.board = TensorBoardLog(run.out_dir)
 
