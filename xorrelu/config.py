@@ -135,6 +135,7 @@ class Config:
     seed: int = 0  # replica r starts from torch.Generator seeded seed + r, >= 0
     replicas: int = 16  # independent nets trained together (seeds seed .. seed+replicas-1), >= 1
     log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
+    log_first: int = 0  # and at every step up to this one (dense where the cost moves most), >= 0
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
     engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
@@ -246,6 +247,7 @@ def _check_ranges(cfg: DictConfig) -> None:
         f"an integer from 0 to 2**63 - replicas = {last_seed}",
     )
     _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
+    _check(cfg, "log_first", lambda v: v >= 0, "an integer >= 0")
     if cfg.compile not in ("auto", True, False):
         raise ConfigError("compile", cfg.compile, "auto, true or false")
     for key in _POSITIVE:

@@ -24,9 +24,11 @@ An unsolved replica gets one cause, the first of these that holds:
   run's steps (more steps would likely solve it).
 - other: none of the above.
 
-`Outcomes` computes all of it from the logged metrics, chunk by chunk as they are logged: the
-training job feeds it its rows (xorrelu.train), the analysis feeds it a metrics.csv
-(xorrelu.results), and both get the same answer from the same code.
+`Outcomes` computes all of it chunk by chunk as training goes: the cost and accuracy of every
+step (logged or not: the outcome does not depend on `log_every`), and the logged rows for the
+gradient ratio at step 0 and the final stuck fractions. The training job feeds it (xorrelu.train,
+through the Recorder); for a job that never finished, the analysis feeds it the logged rows of
+its metrics.csv (xorrelu.results).
 """
 
 from __future__ import annotations
@@ -86,25 +88,27 @@ class Outcomes:
         self.cost_at_90 = torch.full((replicas,), float("nan"), device=device)
         self.last: dict[str, torch.Tensor] | None = None  # the last logged row, NaN if diverged
 
-    def update(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Take logged rows at `steps` (increasing): chunk["cost"], ["accuracy"] [steps,
-        replicas], ["grad_norm"] [steps, layers, replicas], ["stuck_frac"] [steps, hidden
-        layers, replicas]. Returns the chunk as metrics.csv keeps it: NaN from where a replica
-        diverged."""
-        cost, accuracy = chunk["cost"], chunk["accuracy"]
+    def update(self, steps: list[int], cost: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+        """Take the cost and accuracy [steps, replicas] at every step in `steps` (increasing,
+        logged or not, so that the outcome never depends on the logging cadence). Returns
+        `diverged` [steps, replicas]: where a replica's rows are to be blanked out."""
         step = torch.tensor(steps, device=cost.device)
         diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
-        kept = {name: _blank(values, diverged) for name, values in chunk.items()}
         self._track_streaks(step, solved(cost, accuracy) & ~diverged)
         self.diverged = diverged[-1]
-        if steps[0] == 0:  # how much of the gradient reaches the input layer at the start
-            self.first_ratio = kept["grad_norm"][0, 0] / kept["grad_norm"][0, -1]
         self.below_ln2 |= (cost < LN2 - LN2_BAND).any(0)
         before_mark = step <= self.slow_mark
         if before_mark.any():
-            self.cost_at_90 = kept["cost"][int(before_mark.nonzero().max())]
-        self.last = {name: values[-1] for name, values in kept.items()}
-        return kept
+            at = int(before_mark.nonzero().max())
+            self.cost_at_90 = blank(cost[at], diverged[at])
+        return diverged
+
+    def see_rows(self, steps: list[int], rows: dict[str, torch.Tensor]) -> None:
+        """Take the logged rows at `steps`, blanked (`blank`): grad_norm [steps, layers,
+        replicas] at step 0 gives the gradient ratio, the last row the final stuck fractions."""
+        if steps[0] == 0:  # how much of the gradient reaches the input layer at the start
+            self.first_ratio = rows["grad_norm"][0, 0] / rows["grad_norm"][0, -1]
+        self.last = {name: values[-1] for name, values in rows.items()}
 
     def _track_streaks(self, step: torch.Tensor, solved_now: torch.Tensor) -> None:
         """first_step_solved: the step after the last unsolved one in this chunk, or the
@@ -146,7 +150,10 @@ class Outcomes:
             getattr(self, attr).copy_(state[key])
 
 
-def _blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:
-    """values [steps, ..., replicas] with NaN where diverged [steps, replicas]."""
-    mask = diverged.reshape(diverged.shape[:1] + (1,) * (values.dim() - 2) + diverged.shape[1:])
-    return values.masked_fill(mask, float("nan"))
+def blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:
+    """values [..., replicas] with NaN where `diverged` [replicas] (or [steps, replicas] for
+    values [steps, ..., replicas]): metrics.csv keeps no number of a diverged replica."""
+    if values.dim() > diverged.dim():
+        middle = (1,) * (values.dim() - diverged.dim())
+        diverged = diverged.reshape(diverged.shape[:-1] + middle + diverged.shape[-1:])
+    return values.masked_fill(diverged, float("nan"))

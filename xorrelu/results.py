@@ -50,6 +50,7 @@ NOT_EXPERIMENTAL = {
     "device",
     "print_every",
     "log_every",
+    "log_first",
     "plot",
     "engine",
     "compile",
@@ -70,6 +71,7 @@ class Job:
     metrics: pd.DataFrame
     status: str = "completed"  # summary.json's status; "unknown" without a summary.json
     error: str | None = None  # summary.json's error, for a failed or interrupted job
+    replicas: list | None = None  # summary.json's outcome per replica, for a completed job
 
 
 @dataclass
@@ -269,7 +271,8 @@ def read_job(job_dir: Path) -> Job:
                 f"{problem} (summary.json says {status}{': ' + one_line(error) if error else ''})"
             ) from None
         raise
-    return Job(job_dir, config, metrics, status, error)
+    replicas = summary.get("replicas") if status == "completed" else None
+    return Job(job_dir, config, metrics, status, error, replicas)
 
 
 def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
@@ -387,15 +390,17 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
     wide = metrics.pivot(index="step", columns="seed").reindex(columns=seeds, level=1)
     steps = [int(step) for step in wide.index]
     outcomes = Outcomes(len(seeds), run_steps if run_steps is not None else steps[-1])
-    kept = outcomes.update(steps, _named_metrics(wide))
+    rows = _named_metrics(wide)  # as metrics.csv keeps them: blank from where they diverged
+    outcomes.update(steps, rows["cost"], rows["accuracy"])
+    outcomes.see_rows(steps, rows)
     causes = outcomes.causes()
     since = outcomes.first_step_solved.numpy()
     return pd.DataFrame(
         {
             "seed": seeds,
             "last_step": steps[-1],
-            "final_cost": kept["cost"][-1].numpy(),
-            "final_accuracy": kept["accuracy"][-1].numpy(),
+            "final_cost": rows["cost"][-1].numpy(),
+            "final_accuracy": rows["accuracy"][-1].numpy(),
             "diverged": outcomes.diverged.numpy(),
             "solved": since >= 0,
             "first_step_solved": np.where(since >= 0, since, np.nan),
@@ -439,6 +444,14 @@ def load_summary(*paths: str | Path) -> pd.DataFrame:
 
 
 def job_outcomes(job: Job) -> pd.DataFrame:
-    """replica_outcomes of one job, over the steps its config set."""
+    """One row per replica, as replica_outcomes: a completed job's from its summary.json (its
+    tracker saw every step, logged or not), any other job's from its metrics.csv."""
+    seeds = np.sort(job.metrics.seed.unique())
+    if job.replicas and sorted(r["seed"] for r in job.replicas) == seeds.tolist():
+        table = pd.DataFrame(job.replicas).sort_values("seed", ignore_index=True)
+        table = table.drop(columns="hypothesis", errors="ignore").astype(
+            {"final_cost": float, "final_accuracy": float, "first_step_solved": float}
+        )
+        return table.assign(last_step=int(job.metrics.step.max()))
     steps = job.config.get("steps")
     return replica_outcomes(job.metrics, steps if is_int(steps, 1, MAX_WHOLE) else None)

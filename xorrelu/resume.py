@@ -43,7 +43,7 @@ from xorrelu.jobdir import (
     read_summary,
     short,
 )
-from xorrelu.metrics import columns
+from xorrelu.metrics import columns, last_logged_before
 from xorrelu.model import build_model
 from xorrelu.process import use_threads
 from xorrelu.train import Interrupted, train
@@ -223,9 +223,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: 
             f"{path} ends in the middle of step {last_step} at byte {csv_bytes} (seed {last_seed}, "
             f"not the last replica's {cfg.seed + cfg.replicas - 1}); {fix}"
         )
-    logged = cfg.log_every * (
-        (step - 1) // cfg.log_every
-    )  # the last step logged before the checkpoint's
+    logged = last_logged_before(cfg, step)
     if last_step != logged:
         raise ResumeError(
             f"{path} ends with step {last_step} at byte {csv_bytes}, but {checkpoint_path} goes on "
@@ -373,7 +371,8 @@ def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] 
             f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to "
             "it; move it away"
         )
-    cfg = OmegaConf.create({**config, "steps": target})
+    # log_first came later: a job from before it logged no dense start
+    cfg = OmegaConf.create({"log_first": 0, **config, "steps": target})
     try:
         validate(cfg)
     except ConfigError as error:

@@ -33,7 +33,7 @@ from xorrelu.config import Device
 from xorrelu.data import make_dataset
 from xorrelu.engines import Engine, make_engine
 from xorrelu.files import Reserve, locked, save_torch, write_json
-from xorrelu.metrics import Recorder, forward
+from xorrelu.metrics import Recorder, forward, logged
 from xorrelu.model import build_model
 from xorrelu.outcomes import Outcomes, solved
 from xorrelu.signals import Interrupted
@@ -159,7 +159,7 @@ def loop(run: Run) -> None:
     compiled), a stop signal stops at once; from then on the loop finishes its step first, so
     that a checkpoint is of a whole step."""
     cfg, engine, recorder, board = run.cfg, run.engine, run.recorder, run.board
-    steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints
+    steps, print_every = cfg.steps, cfg.print_every  # plain ints
     bar = tqdm(
         initial=run.first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False
     )
@@ -168,14 +168,13 @@ def loop(run: Run) -> None:
             run.step = step
             if signals.pending():
                 raise Interrupted(signals.take_pending())
-            logged = step % log_every == 0 or step == steps
+            is_logged = logged(cfg, step)
             if step == steps:  # where a longer run would go on: before the final row
                 run.resume_point = _resume_point(run)
-            metrics = engine.step(update=step < steps, log=logged)
-            if logged:
-                recorder.add(step, metrics)
-                if board:
-                    board.scalars(step, metrics)
+            metrics = engine.step(update=step < steps, log=is_logged)
+            recorder.add(step, metrics, is_logged)
+            if is_logged and board:
+                board.scalars(step, metrics)
             if step % print_every == 0 or step == steps:
                 _print_progress(step, metrics)
                 if board:
