@@ -1,6 +1,6 @@
 """Regenerate the README's pictures (docs/*.png) and its sample outputs from real runs.
 
-    python docs/make_docs.py              # ~1 minute on 2 cores: the canonical sweep, causes.png
+    python docs/make_docs.py              # 1-2 minutes on 2 cores: the canonical sweep, causes.png
     python docs/make_docs.py --presets    # also experiment=activations: ~9 minutes more
 
 Every run goes through the public CLI (`python -m xorrelu ...`) into a temp dir, and is read
