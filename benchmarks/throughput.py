@@ -79,13 +79,10 @@ def child(
     import logging
 
     sys.path.insert(0, str(ROOT))
-    from hydra import compose, initialize_config_dir
-
-    from xorrelu.config import register_configs
+    from xorrelu.jobdir import compose
     from xorrelu.train import train
 
     logging.disable(logging.INFO)
-    register_configs()
     overrides = [
         f"replicas={replicas}",
         f"engine={engine}",
@@ -95,8 +92,7 @@ def child(
         f"log_every={log_every}",
         f"print_every={steps}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(overrides)
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,8 @@ import torch
 from conftest import make_cfg, run_cli
 
 from xorrelu import plot
-from xorrelu.diagnosis import CAUSES, diagnose
+from xorrelu.model import build_model, linear_layers
+from xorrelu.outcomes import Outcomes
 from xorrelu.train import train
 
 
@@ -38,21 +39,13 @@ def test_relu_nets_die_or_merge_points(train_run):
     assert all(rep["cause"] is None for rep in summary["replicas"] if rep["solved"])
 
 
-def test_a_zeroed_layer_is_dead(train_run, monkeypatch):
-    import xorrelu.train
-    from xorrelu.model import build_model, linear_layers
-
-    def zeroed(cfg, in_features):
-        model = build_model(cfg, in_features)
-        with torch.no_grad():
-            linear_layers(model)[4].weight.zero_()
-            linear_layers(model)[4].bias.fill_(
-                -1.0
-            )  # every unit of layer 5 below zero for every input
-        return model
-
-    monkeypatch.setattr(xorrelu.train, "build_model", zeroed)
-    summary, _, _ = train_run("activation=relu", "steps=200", "replicas=4")
+def test_a_zeroed_layer_is_dead(tmp_path):
+    cfg = make_cfg("activation=relu", "steps=200", "replicas=4")
+    model = build_model(cfg, 2)
+    with torch.no_grad():  # every unit of layer 5 below zero for every input
+        linear_layers(model)[4].weight.zero_()
+        linear_layers(model)[4].bias.fill_(-1.0)
+    summary = train(cfg, tmp_path / "job", model=model)
     assert causes_of(summary) == ["dead"] * 4
 
 
@@ -71,24 +64,28 @@ def test_tanh_stopped_early_is_slow(train_run):
     )  # most of those not yet solved are still falling
 
 
-def t(*values, dtype=torch.float32):
-    return torch.tensor(values, dtype=dtype)
-
-
 def test_precedence_and_other_on_hand_made_numbers():
-    causes = diagnose(
-        solved=t(False, False, False, False, False, False, True, dtype=torch.bool),
-        diverged=t(True, False, False, False, False, False, False, dtype=torch.bool),
-        final_cost=t(float("nan"), 0.6931, 0.6931, 0.4774, 0.2, 0.2, 0.01),
-        final_stuck=t([0.2], [1.0], [0.0], [0.0], [0.0], [0.0], [0.0]),
-        first_ratio=t(
-            1e-6, float("nan"), 1e-6, 1e-6, 0.5, 0.5, 0.5
-        ),  # replica 1: dead at init, 0/0
-        below_ln2=t(False, False, False, True, True, True, True, dtype=torch.bool),
-        cost_at_90=t(0.7, 0.6931, 0.6931, 0.4774, 0.3, 0.2005, 0.02),
+    """Seven replicas logged at steps 0 and 10 of a 10-step run (so the cost "at 90%" is the
+    one at step 0), each made to meet one cause, and the first that holds wins."""
+    nan = float("nan")
+    cost = torch.tensor(
+        [
+            [0.7, 0.6931, 0.6931, 0.4774, 0.3, 0.2005, 0.02],  # step 0
+            [nan, 0.6931, 0.6931, 0.4774, 0.2, 0.2, 0.01],  # step 10
+        ]
     )
-    assert causes == ["diverged", "dead", "vanished", "plateau", "slow", "other", None]
-    assert CAUSES == ["diverged", "dead", "vanished", "plateau", "slow", "other"]
+    accuracy = torch.tensor([[0.5] * 6 + [1.0]] * 2)
+    # grad_norm [steps, layers 1..2, replicas]: replica 1 has none at all (dead at init: 0/0),
+    # replicas 2 and 3 hardly any reaching layer 1
+    grad_norm = torch.tensor([[0.5, 0.0, 1e-6, 1e-6, 0.5, 0.5, 0.5], [1.0, 0.0, 1, 1, 1, 1, 1]])
+    grad_norm = torch.stack([grad_norm, grad_norm])
+    stuck_frac = torch.tensor([[[0.2, 1.0, 0, 0, 0, 0, 0]]] * 2)  # replica 1: all stuck
+    outcomes = Outcomes(replicas=7, run_steps=10)
+    outcomes.update(
+        [0, 10],
+        {"cost": cost, "accuracy": accuracy, "grad_norm": grad_norm, "stuck_frac": stuck_frac},
+    )
+    assert outcomes.causes() == ["diverged", "dead", "vanished", "plateau", "slow", "other", None]
 
 
 def test_causes_survive_an_interruption_and_resume(tmp_path):
@@ -205,3 +202,46 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
     pixels = imread(shot)
     assert pixels.std() > 0.05  # not a blank page
+
+
+def test_the_analysis_and_the_job_agree_on_every_outcome(train_run):
+    """The plotter reads outcomes from metrics.csv with the job's own tracker: the same answer
+    as summary.json for every replica, solved ones, diverged ones and each cause."""
+    from xorrelu.results import replica_outcomes
+
+    summary, metrics, _ = train_run("activation=elu", "optimizer.lr=3", "depth=4", "steps=300")
+    table = replica_outcomes(metrics, run_steps=300).set_index("seed")
+    for rep in summary["replicas"]:
+        row = table.loc[rep["seed"]]
+        assert (row.solved, row.diverged, row.cause) == (
+            rep["solved"],
+            rep["diverged"],
+            rep["cause"],
+        )
+        first = None if math.isnan(row.first_step_solved) else int(row.first_step_solved)
+        assert first == rep["first_step_solved"]
+    assert len({rep["cause"] for rep in summary["replicas"]}) >= 2  # more than one outcome
+
+
+def test_report_with_initial_nets_draws_each_beside_its_final_one(report, tmp_path):
+    out = plot.write_report([report.parent], tmp_path / "plots", initial=True)
+    figures = plot.draw_figures(plot.collect([report.parent]), initial=True)
+    axes = [ax for ax in figures["decision_boundary_activation_relu"].axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in axes]
+    assert len(titles) == 2 * 6  # six replicas, initial then final
+    assert all("initial" in t for t in titles[::2]) and not any(
+        "initial" in t for t in titles[1::2]
+    )
+    assert (out / "decision_boundary_activation_relu.png").is_file()
+
+
+def test_a_deep_sigmoid_net_vanishes_on_parity_too(train_run):
+    """3-bit parity (8 points) through the lesson's 10 sigmoid layers: the gradient reaching
+    layer 1 is as small as on XOR, and no replica gets past the constant output."""
+    summary, metrics, _ = train_run(
+        "dataset=parity", "dataset.bits=3", "activation=sigmoid", "steps=500", "log_every=50"
+    )
+    assert causes_of(summary) == ["vanished"] * 16
+    start = metrics[metrics.step == 0]
+    assert (start.grad_norm_1 / start.grad_norm_11).max() < 1e-4
+    assert (metrics.cost > math.log(2) - 1e-3).all()

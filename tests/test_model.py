@@ -2,17 +2,20 @@
 per-replica models."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_cfg
 
 from xorrelu.activations import ACTIVATIONS
-from xorrelu.data import make_dataset
+from xorrelu.data import DATASETS, make_dataset
 from xorrelu.init import INITIALIZERS, init_weights
-from xorrelu.metrics import forward, prelu_slopes, stuck_fractions
+from xorrelu.metrics import forward, prelu_slopes, stuck_frac
 from xorrelu.model import build_model, export_replica, linear_layers
+from xorrelu.optimizers import OPTIMIZERS
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 FAN_IN, FAN_OUT = 300, 200
 
 
@@ -68,22 +71,25 @@ def test_init_normal_std_and_bias_are_configurable():
 
 
 def test_registries_name_the_valid_choices():
-    with pytest.raises(KeyError, match="lab_uniform, normal"):
+    with pytest.raises(KeyError, match="unknown init 'nope'; valid names: lab_uniform, normal"):
         init_weights(make_cfg("init.name=nope").init, [(2, 2)], [0])
-    assert set(ACTIVATIONS) == {
-        "sigmoid",
-        "tanh",
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "silu",
-        "softplus",
-        "prelu",
-        "maxout",
-    }
-    assert len(INITIALIZERS) == 9
+
+
+@pytest.mark.parametrize(
+    "group, registry",
+    [
+        ("activation", ACTIVATIONS),
+        ("init", INITIALIZERS),
+        ("optimizer", OPTIMIZERS),
+        ("dataset", DATASETS),
+    ],
+)
+def test_every_registered_name_has_its_config_and_every_config_its_code(group, registry):
+    """A name a user can choose (conf/<group>/<name>.yaml) is one the code runs, and back."""
+    files = {path.stem for path in (CONF / group).glob("*.yaml")}
+    assert files == set(registry)
+    for name in files:  # and each file selects its own entry
+        assert make_cfg(f"{group}={name}")[group].name == name
 
 
 def test_maxout_and_prelu_shapes():
@@ -154,7 +160,7 @@ def test_hand_written_slopes_equal_autograd(name):
     cfg = make_cfg(
         f"activation={name}", "activation.slope=0.05" if name == "leaky_relu" else "depth=1"
     ).activation
-    module = ACTIVATIONS[name].make(cfg, 3, 4)
+    module = ACTIVATIONS[name].build(cfg, 3, 4)
     prelu_weight = None
     if name == "prelu":
         with torch.no_grad():
@@ -183,12 +189,12 @@ def test_stuck_rule():
     z = torch.tensor(
         [[[-1.0, 2.0], [-3.0, -1.0]]]
     )  # unit 1 negative at both points, unit 2 alive at one
-    assert stuck_fractions([z], ACTIVATIONS["relu"], None).tolist() == [[0.5]]
+    assert stuck_frac([z], ACTIVATIONS["relu"], None).tolist() == [[0.5]]
     cfg = make_cfg("activation=sigmoid").activation  # peak 0.25; slope at z=-10 is 4.5e-5
     z = torch.tensor([[[-10.0, 0.0], [12.0, -9.0]]])
-    assert stuck_fractions([z], ACTIVATIONS["sigmoid"], cfg).tolist() == [[0.5]]
+    assert stuck_frac([z], ACTIVATIONS["sigmoid"], cfg).tolist() == [[0.5]]
     cfg = make_cfg("activation=maxout").activation
-    assert stuck_fractions([torch.randn(1, 4, 4)], ACTIVATIONS["maxout"], cfg).tolist() == [
+    assert stuck_frac([torch.randn(1, 4, 4)], ACTIVATIONS["maxout"], cfg).tolist() == [
         [0.0]
     ]  # never stuck
     cfg = make_cfg("activation=prelu").activation
@@ -197,7 +203,7 @@ def test_stuck_rule():
         prelu[1].weight[:] = torch.tensor(
             [0.001, 0.5]
         )  # both units negative everywhere; only unit 1's slope is tiny
-    assert stuck_fractions(
+    assert stuck_frac(
         [-torch.ones(1, 4, 2)], ACTIVATIONS["prelu"], cfg, prelu_slopes(prelu)
     ).tolist() == [[0.5]]
 

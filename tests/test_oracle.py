@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import make_cfg
 
 from xorrelu.data import make_dataset
-from xorrelu.metrics import cost, forward, grad_norms
+from xorrelu.metrics import cost, forward, grad_norm
 from xorrelu.model import build_model, export_replica, linear_layers
 
 DEPTH = 10
@@ -21,7 +21,7 @@ def test_logged_grad_norms_equal_autograd_on_the_exported_replica(activation, dt
     model = build_model(cfg, 2).to(dtype)
     logits, _ = forward(model, x)
     cost(logits, y).sum().backward()
-    norms = grad_norms(linear_layers(model))  # [layers, replicas]
+    norms = grad_norm(linear_layers(model))  # [layers, replicas]
     for r in range(4):
         plain = export_replica(model, r)
         linears = [m for m in plain if isinstance(m, torch.nn.Linear)]

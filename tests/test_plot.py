@@ -4,6 +4,7 @@ import json
 import logging
 
 import matplotlib
+import matplotlib.image
 import pytest
 from conftest import run_cli
 from matplotlib.collections import PolyCollection
@@ -38,7 +39,9 @@ def sweep(tmp_path_factory):
 def test_multirun_ends_with_every_plot_and_the_summary(sweep):
     out = sweep / "plots"
     for name in PLOTS:
-        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.svg").is_file()
+        image = matplotlib.image.imread(out / f"{name}.png")  # a whole PNG, with something drawn
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image[..., :3].std() > 0.05
+        assert (out / f"{name}.svg").read_text().rstrip().endswith("</svg>")
     summary = (out / "summary.md").read_text()
     assert summary.count("\n| ") == 1 + 4 and "solved (95% CI)" in summary
     csv = xorrelu.results.pd.read_csv(out / "summary.csv")

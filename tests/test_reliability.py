@@ -48,14 +48,10 @@ def start_and_stop(cwd, signum, *extra):
         stderr=subprocess.PIPE,
         text=True,
     )
-    summary = cwd / "job" / "summary.json"
-    deadline = time.monotonic() + 60
-    while (
-        not (summary.is_file() and '"running"' in summary.read_text())
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    time.sleep(0.5)  # the summary says "running" just before the first step
+    for line in proc.stdout:  # the first step is done once its line is printed
+        if line.startswith("step"):
+            break
+    time.sleep(0.3)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, err
@@ -83,16 +79,17 @@ def test_a_stop_signal_saves_everything_and_resume_is_byte_identical(
     assert len(metrics) % 4 == 0  # whole steps: every replica's row
     assert reference[0].startswith(data)  # what was written is what the full run writes
 
+    outer = time.perf_counter()
     assert resume.main([str(job)]) == 0
+    outer = time.perf_counter() - outer
     assert (job / "metrics.csv").read_bytes() == reference[0]
     final = torch.load(job / "weights.pt", weights_only=True)
     assert all(torch.equal(final["final"][k], reference[1]["final"][k]) for k in final["final"])
     resumed = json.loads((job / "summary.json").read_text())
     assert resumed["status"] == "completed" and resumed["resumed_from_step"] == checkpoint["step"]
     steps_this_session = 6000 - checkpoint["step"] - 1  # after the warm-up step
-    assert resumed["model_steps_per_second"] == pytest.approx(
-        steps_this_session * 4 / (resumed["wall_seconds"] - resumed["warmup_seconds"]), rel=0.05
-    )
+    assert resumed["wall_seconds"] < outer  # timed by the clock around the call
+    assert resumed["model_steps_per_second"] > steps_this_session * 4 / outer
 
 
 def stop_soon(seconds: float) -> threading.Timer:
@@ -215,15 +212,11 @@ def test_any_numeric_values_either_train_or_are_refused_clearly(tmp_path, values
     try:
         validate(cfg)
     except ConfigError as error:
-        assert (
-            error.key in values
-            and str(values[error.key]) in str(error)
-            or repr(values[error.key]) in str(error)
-        )
+        value = values[error.key]  # the message names the key and the value it refused
+        assert str(value) in str(error) or repr(value) in str(error)
         return
     summary = train(cfg, tmp_path / "job")
     assert summary["status"] == "completed" and len(summary["replicas"]) == values["replicas"]
-    torch.set_num_threads(os.cpu_count() or 1)
 
 
 def test_a_summary_that_is_not_json_is_one_line_for_the_plotter(tmp_path, capsys):
@@ -298,3 +291,20 @@ def test_eight_joblib_jobs_leave_eight_complete_distinct_dirs(tmp_path):
     ]
     assert len(summaries) == 8 and {s["config"]["seed"] for s in summaries} == set(range(8))
     assert all(s["status"] == "completed" for s in summaries)
+
+
+@pytest.mark.slow
+def test_a_stopped_fused_run_resumes_byte_identical(tmp_path):
+    fused = ("engine=fused", "compile=false")
+    (tmp_path / "whole").mkdir(), (tmp_path / "cut").mkdir()
+    assert run_cli(*RUN, "hydra.run.dir=job", *fused, cwd=tmp_path / "whole").returncode == 0
+    returncode, err = start_and_stop(tmp_path / "cut", signal.SIGTERM, *fused)
+    assert returncode == 143, err
+    job = tmp_path / "cut" / "job"
+    checkpoint = torch.load(job / "checkpoint.pt", weights_only=True)
+    assert checkpoint["engine"] == "fused" and 0 < checkpoint["step"] < 6000
+    assert resume.main([str(job)]) == 0
+    whole = tmp_path / "whole" / "job"
+    assert (job / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    a, b = (torch.load(d / "weights.pt", weights_only=True)["final"] for d in (job, whole))
+    assert all(torch.equal(a[k], b[k]) for k in b)

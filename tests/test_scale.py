@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import CONF, run_cli
 from omegaconf import OmegaConf
 
@@ -112,11 +113,18 @@ def test_each_preset_sweeps_and_plots_at_a_tiny_budget(tmp_path, preset):
     assert (plots / "success_heatmap.png").is_file() == (len(keys) == 2)
 
 
-def test_tensorboard_logs_scalars_and_histograms(train_run):
+@pytest.mark.parametrize("engine", [["engine=autograd"], ["engine=fused", "compile=false"]])
+def test_tensorboard_logs_scalars_and_histograms(train_run, engine):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, _, job = train_run(
-        "tensorboard=true", "steps=20", "log_every=5", "print_every=10", "replicas=3", "depth=2"
+    _, metrics, job = train_run(
+        "tensorboard=true",
+        "steps=20",
+        "log_every=5",
+        "print_every=10",
+        "replicas=3",
+        "depth=2",
+        *engine,
     )
     events = EventAccumulator(
         str(job / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}
@@ -132,6 +140,16 @@ def test_tensorboard_logs_scalars_and_histograms(train_run):
     assert [e.step for e in events.Scalars("cost/median")] == [0, 5, 10, 15, 20]
     assert {"layer_1/weight", "layer_3/bias"} <= set(tags["histograms"])
     assert [e.step for e in events.Histograms("layer_1/weight")] == [0, 10, 20]
+    # the scalars are the CSV's numbers: replica 0's gradient at layer 3, the median cost
+    logged = metrics[metrics.step % 5 == 0]
+    first = logged[logged.seed == 0].grad_norm_3.tolist()
+    assert [e.value for e in events.Scalars("grad_norm_3/replica_0")] == pytest.approx(first)
+    median = logged.groupby("step").cost.median().tolist()
+    assert [e.value for e in events.Scalars("cost/median")] == pytest.approx(median)
+    # the histograms are of the weights as trained (the fused engine writes them back first)
+    final = torch.load(job / "weights.pt", weights_only=True)["final"]["0.weight"]
+    (last,) = [e for e in events.Histograms("layer_1/weight") if e.step == 20]
+    assert last.histogram_value.min == pytest.approx(final.min().item())
 
 
 def test_help_lists_every_group_option_and_key(tmp_path):
@@ -145,3 +163,27 @@ def test_help_lists_every_group_option_and_key(tmp_path):
     for key in ("depth:", "replicas:", "engine:", "tensorboard:", "hydra/launcher: basic"):
         assert key in proc.stdout
     assert "schema" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_memory_estimate_covers_a_real_run_without_overstating_it(tmp_path):
+    """config.estimated_bytes decides whether a run fits: it must not be below what a run
+    really peaks at (measured by the kernel for the child process), nor twice above it."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_cfg
+
+    from xorrelu.config import estimated_bytes
+
+    size = ["replicas=20000", "steps=3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *size, "plot=false", f"hydra.run.dir={tmp_path}/job"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    peak = usage.ru_maxrss * 1024  # Linux reports KiB
+    assert peak <= estimated_bytes(make_cfg(*size)) <= 2 * peak

@@ -13,14 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from xorrelu import signals
-
-# A source checkout reads its top-level conf/; an installed package reads the copy installed as
-# xorrelu.conf (pyproject maps conf/ there).
-_CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_PATH = (
-    str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
-)
+from xorrelu import CONFIG_PATH, signals
 
 _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`
@@ -33,6 +26,7 @@ def task(cfg) -> None:
     from xorrelu.config import ConfigError, validate
     from xorrelu.files import JobDirBusy
     from xorrelu.jobdir import JobDirError
+    from xorrelu.process import use_threads
     from xorrelu.train import train
 
     global _started
@@ -43,21 +37,21 @@ def task(cfg) -> None:
     name = f"{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})" if multirun else str(out_dir)
     try:
         validate(cfg)  # again, on the node that runs it: free memory and devices are its own
-        threads = job_threads(cfg.threads, hydra_cfg.launcher)
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
         if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
-            from xorrelu.resume import resume_job
+            from xorrelu.resume import prepare
 
-            resume_job(out_dir)
+            prepared = prepare(out_dir)
+            if prepared:
+                cfg, checkpoint = prepared
+                use_threads(checkpoint["threads"])
+                train(cfg, out_dir, checkpoint=checkpoint)
         elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
             raise JobDirBusy(
                 f"{out_dir} already holds results; resume it with: "
                 f"python -m xorrelu.resume {out_dir}"
             )
         else:
+            use_threads(job_threads(cfg.threads, hydra_cfg.launcher))
             train(cfg, out_dir)
     except signals.Interrupted as stop:
         if not (out_dir / "summary.json").exists():  # stopped before training began

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xorrelu.registry import Registry
+
 
 class BatchedPReLU(nn.Module):
     """PReLU with its own learned slope per replica and unit: weight [replicas, 1, width]."""
 
-    def __init__(self, replicas: int, width: int, init: float):
+    def __init__(self, replicas: int, width: int, slope: float):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((replicas, 1, width), float(init)))
+        self.weight = nn.Parameter(torch.full((replicas, 1, width), float(slope)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.where(z > 0, z, self.weight * z)  # as nn.PReLU, derivative at 0 included
@@ -50,14 +52,15 @@ class Maxout(nn.Module):
 
 @dataclass(frozen=True)
 class Activation:
-    make: Callable[..., nn.Module]  # (activation cfg, replicas, width) -> module
-    slope: Callable[
-        ..., torch.Tensor
-    ]  # (activation cfg, z, prelu weight or None) -> f'(z) per unit
-    peak_slope: Callable[
-        ..., float
-    ]  # (activation cfg) -> max |f'(z)| over z, the scale for "stuck"
-    pieces: Callable[..., int] = lambda cfg: 1  # inputs per unit (maxout: cfg.pieces)
+    """One activation: its module, its derivative f'(z) written out beside it, and the scale
+    that *stuck* is measured against. `c` is the activation's config (conf/activation/)."""
+
+    name: str
+    build: Callable[..., nn.Module]  # (c, replicas, width) -> the module between two layers
+    slope: Callable[..., torch.Tensor]  # (c, z, prelu slopes or None) -> f'(z) per unit
+    peak_slope: Callable[..., float]  # (c) -> max |f'(z)| over z
+    pieces: Callable[..., int] = lambda c: 1  # inputs per unit (maxout: c.pieces)
+    fused: bool = True  # elementwise with no learned parameter: the fused engine runs it
 
 
 _SELU_SCALE, _SELU_ALPHA = 1.0507009873554805, 1.6732632423543772
@@ -86,61 +89,73 @@ def _maxout_slope(z, pieces):
 
 # f'(z) is written out by hand (tests check it against autograd): metrics evaluate it on all
 # layers at once every logged step, which autograd through the modules would make 3x slower.
-ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(
-        lambda c, r, w: nn.Sigmoid(), lambda c, z, a: _sigmoid_slope(z), lambda c: 0.25
-    ),
-    "tanh": Activation(
-        lambda c, r, w: nn.Tanh(), lambda c, z, a: 1 - torch.tanh(z) ** 2, lambda c: 1.0
-    ),
-    "relu": Activation(
-        lambda c, r, w: nn.ReLU(), lambda c, z, a: (z > 0).to(z.dtype), lambda c: 1.0
-    ),
-    "leaky_relu": Activation(
-        lambda c, r, w: nn.LeakyReLU(c.slope),
-        lambda c, z, a: torch.where(z > 0, 1.0, c.slope).to(z.dtype),
-        lambda c: 1.0,
-    ),
-    "elu": Activation(
-        lambda c, r, w: nn.ELU(c.alpha),
-        lambda c, z, a: torch.where(z > 0, 1.0, c.alpha * torch.exp(z)),
-        lambda c: max(1.0, c.alpha),
-    ),
-    "selu": Activation(
-        lambda c, r, w: nn.SELU(),
-        lambda c, z, a: _SELU_SCALE * torch.where(z > 0, 1.0, _SELU_ALPHA * torch.exp(z)),
-        lambda c: _SELU_SCALE * _SELU_ALPHA,
-    ),
-    # GELU's slope peaks at z = sqrt(2): Phi(sqrt 2) + sqrt(2) phi(sqrt 2)
-    "gelu": Activation(
-        lambda c, r, w: nn.GELU(),
-        lambda c, z, a: _gelu_slope(z),
-        lambda c: 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / _SQRT_2PI,
-    ),
-    # SiLU's slope peaks at z ~ 2.3994 with value ~1.0998 (no closed form; see tests)
-    "silu": Activation(
-        lambda c, r, w: nn.SiLU(), lambda c, z, a: _silu_slope(z), lambda c: 1.0998393194
-    ),
-    "softplus": Activation(
-        lambda c, r, w: nn.Softplus(c.beta),
-        lambda c, z, a: torch.sigmoid(c.beta * z),
-        lambda c: 1.0,
-    ),
-    "prelu": Activation(
-        lambda c, r, w: BatchedPReLU(r, w, c.init),
-        lambda c, z, a: torch.where(z > 0, torch.ones_like(a), a),
-        lambda c: 1.0,
-    ),
-    "maxout": Activation(
-        lambda c, r, w: Maxout(c.pieces),
-        lambda c, z, a: _maxout_slope(z, c.pieces),
-        lambda c: 1.0,
-        lambda c: c.pieces,
-    ),
-}
-
-
-def get_activation(name: str) -> Activation:
-    if name not in ACTIVATIONS:
-        raise KeyError(f"unknown activation {name!r}; valid names: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+ACTIVATIONS: Registry[Activation] = Registry(
+    "activation",
+    [
+        Activation(
+            "sigmoid",
+            lambda c, r, w: nn.Sigmoid(),
+            lambda c, z, a: _sigmoid_slope(z),
+            lambda c: 0.25,
+        ),
+        Activation(
+            "tanh", lambda c, r, w: nn.Tanh(), lambda c, z, a: 1 - torch.tanh(z) ** 2, lambda c: 1.0
+        ),
+        Activation(
+            "relu", lambda c, r, w: nn.ReLU(), lambda c, z, a: (z > 0).to(z.dtype), lambda c: 1.0
+        ),
+        Activation(
+            "leaky_relu",
+            lambda c, r, w: nn.LeakyReLU(c.slope),
+            lambda c, z, a: torch.where(z > 0, 1.0, c.slope).to(z.dtype),
+            lambda c: 1.0,
+        ),
+        Activation(
+            "elu",
+            lambda c, r, w: nn.ELU(c.alpha),
+            lambda c, z, a: torch.where(z > 0, 1.0, c.alpha * torch.exp(z)),
+            lambda c: max(1.0, c.alpha),
+        ),
+        Activation(
+            "selu",
+            lambda c, r, w: nn.SELU(),
+            lambda c, z, a: _SELU_SCALE * torch.where(z > 0, 1.0, _SELU_ALPHA * torch.exp(z)),
+            lambda c: _SELU_SCALE * _SELU_ALPHA,
+        ),
+        # GELU's slope peaks at z = sqrt(2): Phi(sqrt 2) + sqrt(2) phi(sqrt 2)
+        Activation(
+            "gelu",
+            lambda c, r, w: nn.GELU(),
+            lambda c, z, a: _gelu_slope(z),
+            lambda c: 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / _SQRT_2PI,
+        ),
+        # SiLU's slope peaks at z ~ 2.3994 with value ~1.0998 (no closed form; see tests)
+        Activation(
+            "silu",
+            lambda c, r, w: nn.SiLU(),
+            lambda c, z, a: _silu_slope(z),
+            lambda c: 1.0998393194,
+        ),
+        Activation(
+            "softplus",
+            lambda c, r, w: nn.Softplus(c.beta),
+            lambda c, z, a: torch.sigmoid(c.beta * z),
+            lambda c: 1.0,
+        ),
+        Activation(
+            "prelu",
+            lambda c, r, w: BatchedPReLU(r, w, c.init),  # activation.init: the starting slope
+            lambda c, z, a: torch.where(z > 0, torch.ones_like(a), a),
+            lambda c: 1.0,
+            fused=False,  # a learned slope per replica and unit
+        ),
+        Activation(
+            "maxout",
+            lambda c, r, w: Maxout(c.pieces),
+            lambda c, z, a: _maxout_slope(z, c.pieces),
+            lambda c: 1.0,
+            lambda c: c.pieces,
+            fused=False,  # each unit reads `pieces` inputs
+        ),
+    ],
+)

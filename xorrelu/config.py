@@ -200,12 +200,21 @@ _UNIT_INTERVAL = (
 def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     """Raise ConfigError for the first value that is out of range or unknown. `check_memory`
     compares the run's size with this machine's free memory (off where jobs run elsewhere)."""
+    _refuse_unknown_keys(cfg, "")
+    _check_names(cfg)
+    _check_ranges(cfg)
+    _check_machine(cfg)
+    if check_memory:
+        _check_memory(cfg)
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """Each group's name is in its registry; engine=fused only with what it runs."""
     from xorrelu.activations import ACTIVATIONS
     from xorrelu.data import DATASETS
     from xorrelu.init import INITIALIZERS
     from xorrelu.optimizers import OPTIMIZERS
 
-    _refuse_unknown_keys(cfg, "")
     for group, registry in (
         ("activation", ACTIVATIONS),
         ("init", INITIALIZERS),
@@ -215,11 +224,21 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         name = cfg[group].name
         if name not in registry:
             raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
+    if Engine(cfg.engine) is Engine.fused:
+        fused = ACTIVATIONS.names(lambda activation: activation.fused)
+        if cfg.activation.name not in fused:
+            raise ConfigError(
+                "engine",
+                "fused",
+                f"the fused engine runs {', '.join(sorted(fused))}; use engine=autograd or auto",
+            )
+
+
+def _check_ranges(cfg: DictConfig) -> None:
     for key in _AT_LEAST_1:
         _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
-    last_seed = (
-        2**63 - cfg.replicas
-    )  # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
+    # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
+    last_seed = 2**63 - cfg.replicas
     _check(
         cfg,
         "seed",
@@ -229,16 +248,6 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
     if cfg.compile not in ("auto", True, False):
         raise ConfigError("compile", cfg.compile, "auto, true or false")
-    if Engine(cfg.engine) is Engine.fused:
-        from xorrelu.fused import FUSED_ACTIVATIONS
-
-        if cfg.activation.name not in FUSED_ACTIVATIONS:
-            raise ConfigError(
-                "engine",
-                "fused",
-                f"the fused engine runs {', '.join(sorted(FUSED_ACTIVATIONS))}; "
-                "use engine=autograd or auto",
-            )
     for key in _POSITIVE:
         _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")
     for key in _FINITE:
@@ -247,6 +256,10 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
+
+
+def _check_machine(cfg: DictConfig) -> None:
+    """What this machine must have: tensorboard when asked for, a GPU for device=cuda."""
     if cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401
@@ -263,8 +276,6 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
             raise ConfigError(
                 "device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto"
             )
-    if check_memory:
-        _check_memory(cfg)
 
 
 def estimated_bytes(cfg) -> int:

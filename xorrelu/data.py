@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+
+from xorrelu.registry import Registry
 
 
 def parity_points(bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -13,23 +17,30 @@ def parity_points(bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x.sum(1) % 2
 
 
-DATASETS = {
-    "xor": lambda cfg: parity_points(2),  # (0,0)->0, (0,1)->1, (1,0)->1, (1,1)->0
-    "parity": lambda cfg: parity_points(cfg.bits),
-}
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    build: Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (c) -> inputs, labels
+    bits: Callable[..., int]  # (c) -> inputs per point (2**bits points)
+
+
+DATASETS: Registry[Dataset] = Registry(
+    "dataset",
+    [
+        # (0,0)->0, (0,1)->1, (1,0)->1, (1,1)->0
+        Dataset("xor", lambda c: parity_points(2), lambda c: 2),
+        Dataset("parity", lambda c: parity_points(c.bits), lambda c: c.bits),
+    ],
+)
 
 
 def dataset_shape(cfg) -> tuple[int, int]:
     """(points, inputs) of a dataset, without building it."""
-    if cfg.name not in DATASETS:
-        raise KeyError(f"unknown dataset {cfg.name!r}; valid names: {', '.join(DATASETS)}")
-    bits = 2 if cfg.name == "xor" else cfg.bits
+    bits = DATASETS.get(cfg.name).bits(cfg)
     return 2**bits, bits
 
 
 def make_dataset(cfg, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs x [points, bits] and labels y [points], float32 on `device`."""
-    if cfg.name not in DATASETS:
-        raise KeyError(f"unknown dataset {cfg.name!r}; valid names: {', '.join(DATASETS)}")
-    x, y = DATASETS[cfg.name](cfg)
+    x, y = DATASETS.get(cfg.name).build(cfg)
     return x.to(device), y.to(device)

@@ -11,33 +11,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-# name -> (distribution, scale(cfg, fan_in, fan_out)): weights = scale * U(-1, 1) or scale * N(0, 1)
-INITIALIZERS: dict[str, tuple[str, Callable[..., float]]] = {
-    "lab_uniform": ("uniform", lambda c, fan_in, fan_out: c.bound),  # the lesson's U(-1, 1)
-    "normal": ("normal", lambda c, fan_in, fan_out: c.std),
-    "xavier_uniform": ("uniform", lambda c, fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))),
-    "xavier_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
-    "kaiming_uniform": (
-        "uniform",
-        lambda c, fan_in, fan_out: math.sqrt(6 / fan_in),
-    ),  # gain sqrt(2), fan-in
-    "kaiming_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(2 / fan_in)),
-    "lecun_normal": ("normal", lambda c, fan_in, fan_out: math.sqrt(1 / fan_in)),
-    "orthogonal": ("orthogonal", lambda c, fan_in, fan_out: 1.0),  # gain 1
-    "zeros": ("zeros", lambda c, fan_in, fan_out: 0.0),
-}
+from xorrelu.registry import Registry
+
+
+@dataclass(frozen=True)
+class Initializer:
+    """weights = scale(c, fan_in, fan_out) * a draw from `distribution`
+    ("uniform" on (-1, 1), "normal" N(0, 1), "orthogonal", "zeros"); `c` is conf/init/."""
+
+    name: str
+    distribution: str
+    scale: Callable[..., float]
+
+
+INITIALIZERS: Registry[Initializer] = Registry(
+    "init",
+    [
+        Initializer("lab_uniform", "uniform", lambda c, fan_in, fan_out: c.bound),  # U(-1, 1)
+        Initializer("normal", "normal", lambda c, fan_in, fan_out: c.std),
+        Initializer(
+            "xavier_uniform",
+            "uniform",
+            lambda c, fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out)),
+        ),
+        Initializer(
+            "xavier_normal", "normal", lambda c, fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))
+        ),
+        # gain sqrt(2), fan-in
+        Initializer("kaiming_uniform", "uniform", lambda c, fan_in, fan_out: math.sqrt(6 / fan_in)),
+        Initializer("kaiming_normal", "normal", lambda c, fan_in, fan_out: math.sqrt(2 / fan_in)),
+        Initializer("lecun_normal", "normal", lambda c, fan_in, fan_out: math.sqrt(1 / fan_in)),
+        Initializer("orthogonal", "orthogonal", lambda c, fan_in, fan_out: 1.0),  # gain 1
+        Initializer("zeros", "zeros", lambda c, fan_in, fan_out: 0.0),
+    ],
+)
 
 
 def init_weights(cfg, shapes: list[tuple[int, int]], seeds) -> list[torch.Tensor]:
     """Weight matrices [replicas, fan_in, fan_out] for layers of the given shapes, replica r
     drawn from its own generator seeded seeds[r]."""
-    if cfg.name not in INITIALIZERS:
-        raise KeyError(f"unknown init {cfg.name!r}; valid names: {', '.join(INITIALIZERS)}")
-    distribution, scale = INITIALIZERS[cfg.name]
+    rule = INITIALIZERS.get(cfg.name)
+    distribution, scale = rule.distribution, rule.scale
     seeds = list(seeds)
     if distribution == "orthogonal":
         return [

@@ -1,12 +1,16 @@
 """What is measured at every logged step, and the writer of metrics.csv.
 
+The engines measure a step as named metrics, one value per replica:
+  cost, accuracy  [replicas]
+  grad_norm       [layers, replicas]         Linear layers 1..depth+1, 1 = nearest the input
+  stuck_frac      [hidden layers, replicas]  hidden layers 1..depth
 A row describes the parameters after `step` updates: its cost, accuracy and stuck fractions
 are measured there, and its gradient norms are of the gradient that update step+1 applies.
+Only the Recorder lays them out as columns (`columns`).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -18,20 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from xorrelu.activations import Activation, BatchedPReLU
-from xorrelu.diagnosis import LN2_BAND, SLOW_AT, diagnose
 from xorrelu.model import BatchedLinear
+from xorrelu.outcomes import STUCK_SLOPE, Outcomes
 
-LN2 = math.log(2)
-SOLVED_COST = 0.1  # solved = accuracy 1.0 and cost below this (on the plateau h = 0.5 +- 1e-6)
-
-
-def solved(cost, accuracy):
-    """The one rule for *solved*: accuracy 1 and cost below SOLVED_COST
-    (tensors or pandas columns)."""
-    return (accuracy == 1) & (cost < SOLVED_COST)
-
-
-STUCK_SLOPE = 0.01  # a unit is stuck when |f'(z)| < STUCK_SLOPE * peak slope at every point
+METRICS = ("cost", "accuracy", "grad_norm", "stuck_frac")  # in the order of the columns
 
 
 def columns(depth: int) -> list[str]:
@@ -61,10 +55,10 @@ def cost(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The lesson's mean(floor(h + 0.5) == y) per replica."""
-    return (torch.floor(torch.sigmoid(logits) + 0.5) == y).float().mean(1)
+    return (torch.floor(torch.sigmoid(logits) + 0.5) == y).to(logits.dtype).mean(1)
 
 
-def grad_norms(layers: list[BatchedLinear]) -> torch.Tensor:
+def grad_norm(layers: list[BatchedLinear]) -> torch.Tensor:
     """[layers, replicas]: L2 norm of each Linear layer's weight-and-bias gradient, per replica,
     as hypot(|grad W|, |grad b|); the hidden-to-hidden layers share a shape and go as one stack."""
 
@@ -94,7 +88,7 @@ def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
     return torch.stack(slopes) if slopes else None
 
 
-def stuck_fractions(
+def stuck_frac(
     pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None
 ) -> torch.Tensor:
     """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak
@@ -102,62 +96,49 @@ def stuck_fractions(
     z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
     slopes = act.slope(act_cfg, z, prelu).abs()
     stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]
-    return stuck.float().mean(2)
+    return stuck.to(z.dtype).mean(2)
 
 
 class Recorder:
-    """Buffers logged rows as tensors and appends them to metrics.csv in whole chunks.
-
-    Per-replica bookkeeping happens here too, once per chunk and vectorized over its steps, so
-    logging every step stays cheap: a replica whose cost turned NaN/inf is *diverged* and its
-    rows from then on are NaN; `since` is the first logged step of its current solved streak
-    (-1 while unsolved). Flushes every `flush_rows` rows or `flush_seconds` seconds.
+    """Buffers logged rows and appends them to metrics.csv in whole chunks: every `flush_rows`
+    rows or `flush_seconds` seconds. Each chunk first goes through the run's outcome tracker
+    (xorrelu.outcomes), which blanks out the rows of diverged replicas; a chunk's work is
+    vectorized over its steps, so logging every step stays cheap. With `resume_at` (a byte
+    offset in metrics.csv) it drops any rows written after it and appends from there.
     """
 
     def __init__(
         self,
         path: Path,
-        columns: list[str],
+        depth: int,
         seeds: list[int],
-        device,
-        steps: int,
+        outcomes: Outcomes,
+        *,
+        resume_at: int | None = None,
         flush_rows: int = 200_000,
         flush_seconds: float = 5.0,
-        resume: dict | None = None,
     ):
         self.seeds = np.asarray(seeds, dtype=np.int64)
+        self.outcomes = outcomes
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
-        fields += [pa.field(name, pa.float32()) for name in columns[2:]]
+        fields += [pa.field(name, pa.float32()) for name in columns(depth)[2:]]
         self.schema = pa.schema(fields)
-        # what the failure diagnosis needs (xorrelu.diagnosis), kept as the rows go by
-        self.layers = sum(name.startswith("grad_norm_") for name in columns)
-        self.slow_mark = SLOW_AT * steps
-        self.state = {
-            "diverged": torch.zeros(len(seeds), dtype=torch.bool, device=device),
-            "since": torch.full((len(seeds),), -1, dtype=torch.long, device=device),
-            "first_ratio": torch.full((len(seeds),), float("nan"), device=device),
-            "below_ln2": torch.zeros(len(seeds), dtype=torch.bool, device=device),
-            "cost_at_90": torch.full((len(seeds),), float("nan"), device=device),
-        }
-        if resume:  # go on from a snapshot: drop any rows written after it, keep appending
+        if resume_at is not None:
             self.file = open(path, "r+b", buffering=0)
-            self.file.truncate(resume["csv_bytes"])
-            self.file.seek(resume["csv_bytes"])
-            self.size = resume["csv_bytes"]
-            for key, value in self.state.items():
-                value.copy_(resume[key])
+            self.file.truncate(resume_at)
+            self.file.seek(resume_at)
+            self.size = resume_at
         else:
             self.file = open(path, "wb", buffering=0)
             self.size = 0
             self._append(self._csv(self.schema.empty_table(), header=True))
-        self.last_row: torch.Tensor | None = None
         self.steps: list[int] = []
-        self.rows: list[torch.Tensor] = []
+        self.rows: list[dict[str, torch.Tensor]] = []
         self.last_flush = time.monotonic()
 
-    def add(self, step: int, row: torch.Tensor) -> None:
-        """row: [replicas, columns - 2] (everything after step and seed) at `step`."""
+    def add(self, step: int, row: dict[str, torch.Tensor]) -> None:
+        """row: the named metrics of every replica at `step` (all four: see the top)."""
         self.steps.append(step)
         self.rows.append(row)
         if (
@@ -171,34 +152,23 @@ class Recorder:
         self.rows, self.steps = [], []
         self.last_flush = time.monotonic()
         if steps:
-            self._flush(steps, rows)
+            chunk = {name: torch.stack([row[name] for row in rows]) for name in METRICS}
+            self._write(steps, self.outcomes.update(steps, chunk))
 
-    def _flush(self, step_list: list[int], rows: list[torch.Tensor]) -> None:
-        values = torch.stack(rows)  # [steps, replicas, columns]
-        steps = torch.tensor(step_list, device=values.device)
-        cost, accuracy = values[..., 0], values[..., 1]
-        state = self.state
-        diverged = state["diverged"] | (~torch.isfinite(cost)).cummax(0).values
-        values = values.masked_fill(diverged[..., None], float("nan"))
-        solved_now = solved(cost, accuracy) & ~diverged
-        # meaningful where any is unsolved
-        last_unsolved = len(steps) - 1 - (~solved_now).flip(0).int().argmax(0)
-        streak_start = torch.where(
-            (~solved_now).any(0),
-            steps[(last_unsolved + 1).clamp(max=len(steps) - 1)],
-            torch.where(state["since"] >= 0, state["since"], steps[0]),
-        )
-        state["since"] = torch.where(solved_now[-1], streak_start, -1)
-        state["diverged"], self.last_row = diverged[-1], values[-1]
-        if step_list[0] == 0:  # step 0: how much gradient reaches the input layer
-            state["first_ratio"] = values[0, :, 2] / values[0, :, 1 + self.layers]
-        state["below_ln2"] |= (cost < LN2 - LN2_BAND).any(0)
-        before_mark = steps <= self.slow_mark
-        if before_mark.any():
-            state["cost_at_90"] = values[int(before_mark.nonzero().max()), :, 0]
+    def _write(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> None:
+        """The rows of `chunk` in the column order of `columns`, one per step and seed."""
+        values = torch.cat(
+            [
+                chunk["cost"][..., None],
+                chunk["accuracy"][..., None],
+                chunk["grad_norm"].transpose(1, 2),
+                chunk["stuck_frac"].transpose(1, 2),
+            ],
+            dim=2,
+        )  # [steps, replicas, columns after step and seed]
         flat = values.reshape(-1, values.shape[-1]).float().cpu().numpy()
-        step_column = np.repeat(np.asarray(step_list, dtype=np.int64), len(self.seeds))
-        seed_column = np.tile(self.seeds, len(step_list))
+        step_column = np.repeat(np.asarray(steps, dtype=np.int64), len(self.seeds))
+        seed_column = np.tile(self.seeds, len(steps))
         arrays = [pa.array(step_column), pa.array(seed_column)] + [
             pa.array(flat[:, j]) for j in range(flat.shape[1])
         ]
@@ -226,33 +196,10 @@ class Recorder:
             raise
         self.size += len(data)
 
-    @property
-    def diverged(self) -> torch.Tensor:
-        return self.state["diverged"]
-
-    @property
-    def since(self) -> torch.Tensor:
-        """First logged step of each replica's current solved streak; -1 while unsolved."""
-        return self.state["since"]
-
-    def causes(self) -> list[str | None]:
-        """Why each replica is not solved (xorrelu.diagnosis), None for the solved ones."""
-        last, depth = self.last_row, self.last_row.shape[1] - 2 - self.layers
-        s = self.state
-        return diagnose(
-            s["since"] >= 0,
-            s["diverged"],
-            last[:, 0],
-            last[:, 2 + self.layers :].reshape(-1, depth),
-            s["first_ratio"],
-            s["below_ln2"],
-            s["cost_at_90"],
-        )
-
-    def snapshot(self) -> dict:
-        """Flush, and return what a resumed run needs to go on from exactly here."""
+    def position(self) -> int:
+        """Flush, and return the end of the last whole row: where a resumed run appends."""
         self.flush()
-        return {"csv_bytes": self.size, **{k: v.cpu().clone() for k, v in self.state.items()}}
+        return self.size
 
     def close(self) -> None:
         if not self.file.closed:

@@ -46,17 +46,24 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
-from xorrelu.diagnosis import CAUSES, PLATEAU_COSTS  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
-from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
-from xorrelu.metrics import SOLVED_COST, STUCK_SLOPE, forward, solved  # noqa: E402
+from xorrelu.jobdir import (  # noqa: E402
+    JobDirError,
+    find_jobs,
+    load_weights,
+    one_line,
+    present,
+    read_config,
+)
+from xorrelu.metrics import forward  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
+from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
     ResultsError,
     column_name,
     fixed_description,
     job_outcomes,
-    nested_config,
+    unusable,
     usable_jobs,
     varying_keys,
 )
@@ -155,9 +162,7 @@ def collect(paths: list[str | Path]) -> Results:
 
 def _why_not_completed(job) -> str:
     """A job that is plotted but did not finish, as the report lists it."""
-    error = (
-        f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
-    )
+    error = f" ({one_line(job.error)})" if job.error and job.error.strip() else ""
     return {
         "running": "status running: killed (SIGKILL, power loss) or still running; "
         "plotted up to its last flushed row",
@@ -358,7 +363,7 @@ def plot_outcomes(results: Results, ax=None):
     return ax
 
 
-def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "final", ax=None):
+def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str = "final", ax=None):
     """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points."""
     ax = _axes(ax)
     model, seeds = _load_model(job, which)
@@ -400,12 +405,12 @@ def _load_model(job: str, which: str):
         try:
             state = load_weights(Path(job))  # bounded: a zip bomb is refused unread
             seeds = state["seeds"]
-            cfg = OmegaConf.create(nested_config(Path(job))[0])
+            cfg = OmegaConf.create(read_config(Path(job))[0])
             _check_fits(cfg, state[which], len(seeds))
             model = build_model(cfg, dataset_shape(cfg.dataset)[1])
             model.load_state_dict(state[which])
         except JobDirError as error:
-            raise ResultsError(str(error)) from None
+            raise unusable(error) from None
         except (
             RuntimeError,
             KeyError,
@@ -416,8 +421,7 @@ def _load_model(job: str, which: str):
             OmegaConfBaseException,
         ) as error:
             raise ResultsError(
-                f"{path} is not a weights file written by xorrelu "
-                f"({str(error).strip().splitlines()[0][:160]})"
+                f"{path} is not a weights file written by xorrelu ({one_line(error, 160)})"
             ) from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]
@@ -479,7 +483,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             squeeze=False,
         )
         for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
-            plot_decision_boundary(results, job, int(seed), which, ax=ax)
+            plot_decision_boundary(results, job, int(seed), which=which, ax=ax)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
@@ -773,19 +777,25 @@ def _not_completed_html(results: Results) -> str:
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
-    """The newest run or multirun dir under outputs/ that holds a summary.json."""
+    """The newest run or multirun dir under outputs/ that holds a job with a summary.json."""
     candidates = [
         p
         for p in outputs.glob("*/*/*")
-        if p.is_dir() and p.parent.parent.name in ("runs", "multirun")
+        if p.is_dir() and p.parent.parent.name in ("runs", "multirun") and _has_summary(p)
     ]
-    candidates = [p for p in candidates if any(p.rglob("summary.json"))]
     if not candidates:
         raise ResultsError(
             f"no run with a summary.json under {outputs}/; pass a PATH or train first: "
             "python -m xorrelu"
         )
     return max(candidates, key=lambda p: (p.parent.name, p.name))
+
+
+def _has_summary(run_dir: Path) -> bool:
+    try:
+        return any(present(job / "summary.json") for job in find_jobs(run_dir))
+    except JobDirError:  # it cannot be listed: not the run to plot
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,32 +16,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from xorrelu import fused, signals
+from xorrelu import signals
 from xorrelu.callbacks import plot_safely
 from xorrelu.config import ConfigError, validate
 from xorrelu.data import make_dataset
+from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
+    STATUSES,
     JobDirError,
+    Problem,
     check_config,
     file_size,
-    load_torch_file,
+    find_jobs,
+    load_checkpoint,
     present,
-    read_hydra_config,
+    read_config,
     read_summary,
     short,
 )
 from xorrelu.metrics import columns
 from xorrelu.model import build_model
-from xorrelu.train import Interrupted, make_engine, train
+from xorrelu.process import use_threads
+from xorrelu.train import Interrupted, train
 
 log = logging.getLogger("xorrelu.resume")
 
@@ -58,7 +63,7 @@ CHECKPOINT = {
     "threads": int,
     "config": dict,
 }
-# The per-replica state of xorrelu.metrics.Recorder, as Recorder.snapshot() saves it.
+# The outcome tracker's state, as xorrelu.outcomes.Outcomes.state_dict() saves it.
 RECORDER = {
     "diverged": torch.bool,
     "since": torch.int64,
@@ -76,37 +81,18 @@ class ResumeError(JobDirError):
 
 
 def _saved(job_dir: Path) -> tuple[dict | None, dict]:
-    """(summary.json or None, the job's config). The config comes from summary.json, or from
-    .hydra/config.yaml only when summary.json is absent: a damaged summary is refused, never
-    silently replaced by another source."""
-    if present(job_dir / "summary.json"):
-        summary = read_summary(job_dir)
-        config, source = summary["config"], job_dir / "summary.json"
-    elif present(job_dir / ".hydra" / "config.yaml"):
-        summary, config, source = (
-            None,
-            read_hydra_config(job_dir),
-            job_dir / ".hydra" / "config.yaml",
-        )
-    else:
-        raise ResumeError(
-            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
-            "not an xorrelu job dir"
-        )
+    """(summary.json or None, the job's config: jobdir.read_config's, and one train() can run).
+    A summary must say the job's status: only a completed job is skipped."""
+    summary = read_summary(job_dir)
+    if summary is not None and summary.get("status") is None:
+        raise Problem(job_dir / "summary.json", "status", None, allowed=", ".join(STATUSES))
+    config, source = read_config(job_dir, summary)
     check_config(config, str(source))
     return summary, config
 
 
 def saved_config(job_dir: Path) -> dict:
     return _saved(job_dir)[1]
-
-
-def checkpoint_bound(model_state: dict) -> int:
-    """The most bytes a checkpoint of this model may hold, checked before it is loaded: model,
-    initial and two optimizer slots per parameter (Adam), times 4 for slack, plus 16 MiB for the
-    config, the RNG state and the pickle."""
-    params = sum(t.numel() * t.element_size() for t in model_state.values())
-    return 4 * (4 * params) + 16 * 2**20
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -172,7 +158,7 @@ def _update_counts(engine_state: dict) -> list[float]:
     return [float(s["step"]) for s in engine_state.get("state", {}).values() if "step" in s]
 
 
-def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Path) -> None:
+def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: Path) -> None:
     """metrics.csv must hold, before csv_bytes, this config's header and whole steps before the
     checkpoint's. Resume cuts the file at csv_bytes and appends: a wrong position would pad it
     with NUL bytes, cut a row in half, or repeat and lose steps."""
@@ -247,7 +233,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
         )
 
 
-def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> None:
+def _check_fields(checkpoint, path: Path, job_dir: Path, *, config: dict, cfg) -> None:
     """The checkpoint's plain values: present, of their types, in range,
     and of this job's config."""
     if not isinstance(checkpoint, dict):
@@ -289,13 +275,13 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
         raise _damaged(path, f"engine {short(engine)} is neither autograd nor fused")
     if engine == "autograd" and checkpoint["compiled"]:
         raise _damaged(path, "it says the autograd engine was compiled, which it never is")
-    if engine == "fused" and not fused.supports(cfg):
+    if engine == "fused" and not fused_runs(cfg):
         raise _damaged(path, f"the fused engine does not run activation {cfg.activation.name}")
     if not 0 <= threads <= MAX_THREADS:
         raise _damaged(path, f"threads {threads} is outside 0..{MAX_THREADS}")
 
 
-def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
+def _check_state(checkpoint: dict, path: Path, cfg, model: nn.Sequential) -> None:
     """Parameters and engine state: laid out exactly as this code makes them for this config."""
     step, engine = checkpoint["step"], checkpoint["engine"]
     expected = model.state_dict()
@@ -304,7 +290,8 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
         if wrong:
             raise _damaged(path, f"{wrong} (the model of this config)")
     # the engine state this code makes for this model: fresh at step 0, after one update later
-    reference = make_engine(cfg, model, x, y, same_as={"engine": engine, "compiled": False})
+    same_engine = {"engine": engine, "compiled": False}
+    reference = make_engine(cfg, model, make_dataset(cfg.dataset), same_engine)
     if step > 0:
         reference.step(update=True, log=False)
     wrong = _mismatch(checkpoint["engine_state"], reference.state_dict(), "engine_state")
@@ -341,38 +328,36 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
         raise _damaged(
             path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}"
         )
-    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg, path)
+    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg=cfg, checkpoint_path=path)
 
 
 def _damaged(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path} is damaged: {what}; restore it, or run the job again")
 
 
-def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
-    """checkpoint.pt, loaded within a size bound derived from cfg and checked in full."""
+def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
+    """checkpoint.pt, loaded within the size bound of cfg's model and checked in full."""
     path = job_dir / "checkpoint.pt"
-    if not present(path):
-        raise ResumeError(
-            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
-            "none: run it again)"
-        )
-    x, y = make_dataset(cfg.dataset)
+    x, _ = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
     except (ValueError, RuntimeError, OverflowError) as error:  # e.g. a seed beyond torch's 64 bits
         raise ResumeError(
             f"the config in {job_dir} cannot build its model: {short(str(error))}"
         ) from None
-    checkpoint = load_torch_file(path, checkpoint_bound(model.state_dict()))
+    checkpoint = load_checkpoint(job_dir, model.state_dict())
     # everything train() reads from it, checked before train() opens a file for writing
-    _check_fields(checkpoint, path, job_dir, config, cfg)
-    _check_state(checkpoint, path, cfg, model, x, y)
+    _check_fields(checkpoint, path, job_dir, config=config, cfg=cfg)
+    _check_state(checkpoint, path, cfg, model)
     _check_recorder(checkpoint, path, job_dir, cfg)
     return checkpoint
 
 
-def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
-    """Resume one job; None when it is already complete (and not extended)."""
+def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] | None:
+    """The config and the checked checkpoint to resume one job with (xorrelu.train.train);
+    None when it is already complete (and not extended). The caller, an entry point, runs it
+    on the checkpoint's thread count (xorrelu.process.use_threads) so its numbers go on
+    exactly."""
     summary, config = _saved(job_dir)
     target = config["steps"] if steps is None else steps
     if target < config["steps"]:
@@ -393,32 +378,9 @@ def resume_job(job_dir: Path, steps: int | None = None) -> dict | None:
         validate(cfg)
     except ConfigError as error:
         raise ResumeError(f"{job_dir}: {error}") from None
-    checkpoint = load_checkpoint(job_dir, cfg, config)
+    checkpoint = checked_checkpoint(job_dir, cfg, config)
     log.info("resuming %s at step %d of %d", job_dir, checkpoint["step"], target)
-    return train(cfg, job_dir, checkpoint=checkpoint)
-
-
-def find_jobs(root: Path) -> list[Path]:
-    """root itself when it is a job dir, else the job dirs right below it (as Hydra lays out a
-    sweep), in natural order; each real dir once, however many symlinks lead to it."""
-
-    def is_job(path: Path) -> bool:
-        return present(path / "summary.json") or present(path / "checkpoint.pt")
-
-    if is_job(root):
-        return [root]
-    jobs, seen = [], set()
-    for child in sorted(
-        root.iterdir(),
-        key=lambda p: (
-            (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)
-        ),
-    ):
-        real = os.path.realpath(child)  # never raises, even on a symlink loop
-        if child.is_dir() and is_job(child) and real not in seen:
-            seen.add(real)
-            jobs.append(child)
-    return jobs
+    return cfg, checkpoint
 
 
 def _error(message: str) -> None:
@@ -444,9 +406,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
         _error(f"not a directory: {root}")
         return 2
     try:
-        jobs = find_jobs(root)
-    except OSError as error:
-        _error(f"cannot list {root}: {error.strerror or error}")
+        jobs = find_jobs(root, depth=1)  # root itself, or the jobs of a sweep: never deeper
+    except JobDirError as error:  # root cannot be listed
+        _error(str(error))
         return 2
     if not jobs:
         _error(f"no xorrelu job in {root}")
@@ -458,7 +420,11 @@ def _resume_all(root: Path, steps: int | None) -> int:
         )  # delay: a refused job gets no new file
         logging.getLogger().addHandler(handler)
         try:
-            resume_job(job, steps)
+            prepared = prepare(job, steps)
+            if prepared:
+                cfg, checkpoint = prepared
+                use_threads(checkpoint["threads"])
+                train(cfg, job, checkpoint=checkpoint)
         except JobDirError as error:  # ResumeError included: refused before anything was written
             _error(str(error))
             failed += 1

@@ -13,24 +13,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xorrelu.metrics import columns
 from xorrelu.model import linear_layers
 
 
 class TensorBoardLog:
-    def __init__(self, out_dir: Path, depth: int):
+    def __init__(self, out_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-        self.names = [name for name in columns(depth)[2:] if not name.startswith("stuck_frac")]
 
-    def scalars(self, step: int, row: torch.Tensor) -> None:
-        """row: [replicas, columns] as the engines return it."""
-        values = row[:, : len(self.names)].float().cpu()
-        median = values.nanmedian(0).values
-        for j, name in enumerate(self.names):
-            self.writer.add_scalar(f"{name}/median", median[j].item(), step)
-            self.writer.add_scalar(f"{name}/replica_0", values[0, j].item(), step)
+    def scalars(self, step: int, metrics: dict[str, torch.Tensor]) -> None:
+        """metrics: as the engines return them (xorrelu.metrics), each [..., replicas]."""
+        named = {"cost": metrics["cost"], "accuracy": metrics["accuracy"]}
+        for i, norms in enumerate(metrics["grad_norm"], start=1):  # layer 1 = nearest the input
+            named[f"grad_norm_{i}"] = norms
+        for name, values in named.items():
+            values = values.float().cpu()
+            self.writer.add_scalar(f"{name}/median", values.nanmedian().item(), step)
+            self.writer.add_scalar(f"{name}/replica_0", values[0].item(), step)
 
     def histograms(self, step: int, model: nn.Sequential) -> None:
         for i, layer in enumerate(linear_layers(model), start=1):

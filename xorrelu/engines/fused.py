@@ -11,10 +11,6 @@ change. Tests hold it to the autograd engine: one step to 1e-6, twenty steps to 
 
 from __future__ import annotations
 
-import getpass
-import os
-import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -22,80 +18,50 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from xorrelu.activations import Activation
-from xorrelu.metrics import STUCK_SLOPE
+from xorrelu.activations import ACTIVATIONS
 from xorrelu.model import linear_layers
-
-FUSED_ACTIVATIONS = {
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "softplus",
-}
-FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "rmsprop"}
-
-
-def supports(cfg) -> bool:
-    """Elementwise activations without learned parameters (not prelu, not maxout)."""
-    return cfg.activation.name in FUSED_ACTIVATIONS and cfg.optimizer.name in FUSED_OPTIMIZERS
+from xorrelu.optimizers import OPTIMIZERS
+from xorrelu.outcomes import STUCK_SLOPE
 
 
 class FusedEngine:
+    name = "fused"
+
     def __init__(
-        self,
-        model: nn.Sequential,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        act: Activation,
-        cfg,
-        compile: bool,
+        self, model: nn.Sequential, data: tuple[torch.Tensor, torch.Tensor], cfg, compile: bool
     ):
-        self.model, self.layers = model, linear_layers(model)
-        self.module = model[1]  # the activation module: elementwise, any layout
+        x, y = data
+        self.model, self.linear_layers = model, linear_layers(model)
+        self.activation = ACTIVATIONS.get(cfg.activation.name)
         # plain Python values: compiled code must not read OmegaConf nodes
-        self.act = act
-        self.act_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.activation))
-        self.opt = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
+        self.activation_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.activation))
+        self.module = self.activation.build(self.activation_cfg, 0, 0)  # elementwise: any layout
+        self.optimizer = OPTIMIZERS.get(cfg.optimizer.name)
+        self.optimizer_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
         # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
         with torch.no_grad():
-            self.weights = [layer.weight.permute(1, 2, 0).contiguous() for layer in self.layers]
-            self.biases = [layer.bias[:, 0, :].T.contiguous() for layer in self.layers]
+            self.weights = [w.weight.permute(1, 2, 0).contiguous() for w in self.linear_layers]
+            self.biases = [b.bias[:, 0, :].T.contiguous() for b in self.linear_layers]
         params = self.weights + self.biases
-        self.state = {
-            "sgd": [],
-            "momentum": [torch.zeros_like(p) for p in params],
-            "adam": [torch.zeros_like(p) for p in params] + [torch.zeros_like(p) for p in params],
-            "rmsprop": [torch.zeros_like(p) for p in params],
-        }[self.opt.name]
-        self.t = torch.zeros(
-            (), dtype=x.dtype, device=x.device
-        )  # updates so far (Adam's bias correction)
-        self.peak = act.peak_slope(self.act_cfg)
+        # slot s of parameter k at s * len(params) + k (the layout of checkpoints)
+        self.state = [torch.zeros_like(p) for _ in range(self.optimizer.slots) for p in params]
+        # updates so far (Adam's bias correction)
+        self.t = torch.zeros((), dtype=x.dtype, device=x.device)
+        self.peak = self.activation.peak_slope(self.activation_cfg)
         self.compiled = compile
-        if compile:
-            _inductor_cache_per_thread_count()
         self._update_step = torch.compile(self._step, dynamic=False) if compile else self._step
 
-    name = "fused"
-
-    def step(self, update: bool = True, log: bool = True) -> torch.Tensor:
-        """Metrics [replicas, columns] at the current parameters (all of them, logged or not:
-        in one compiled step they cost little); then one update if `update`."""
-        fn = (
-            self._update_step if update else self._step
-        )  # the final measurement runs once, uncompiled
+    def step(self, update: bool = True, log: bool = True) -> dict[str, torch.Tensor]:
+        """All the metrics, logged or not (in one compiled step they cost little); then one
+        update if `update`. The final measurement (no update) runs once, uncompiled."""
+        fn = self._update_step if update else self._step
         with torch.no_grad():
             if update:
                 # outside the compiled step: compiled code may drop in-place writes to a 0-d input
                 self.t += 1
-            return fn(self.weights, self.biases, self.state, self.t, update).T
+            return fn(self.weights, self.biases, self.state, self.t, update)
 
     def state_dict(self) -> dict:
         return {"state": [s.cpu() for s in self.state], "t": self.t.cpu()}
@@ -109,11 +75,11 @@ class FusedEngine:
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():
-            for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
+            for layer, w, b in zip(self.linear_layers, self.weights, self.biases, strict=True):
                 layer.weight.copy_(w.permute(2, 0, 1))
                 layer.bias.copy_(b.T.unsqueeze(1))
 
-    def _step(self, weights, biases, state, t, update: bool) -> torch.Tensor:
+    def _step(self, weights, biases, state, t, update: bool) -> dict[str, torch.Tensor]:
         """Forward, backward, metrics and (if `update`) the update, for all replicas at once.
 
         Every sum over points or units is written out term by term over slices [..., replicas]:
@@ -160,9 +126,9 @@ class FusedEngine:
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
             if i > 0:
-                slope = self.act.slope(self.act_cfg, pre_activations[i - 1], None).expand_as(
-                    pre_activations[i - 1]
-                )
+                slope = self.activation.slope(
+                    self.activation_cfg, pre_activations[i - 1], None
+                ).expand_as(pre_activations[i - 1])
                 flat = _all(
                     slope.abs() < STUCK_SLOPE * self.peak
                 )  # [units, replicas]: stuck at every point
@@ -174,48 +140,19 @@ class FusedEngine:
 
         if update:
             self._update(weights + biases, grads_w + grads_b, state, t)
-        return torch.stack([cost, accuracy, *norms, *stuck[::-1]])
+        return {
+            "cost": cost,
+            "accuracy": accuracy,
+            "grad_norm": torch.stack(norms),
+            "stuck_frac": torch.stack(stuck[::-1]),
+        }
 
     def _update(self, params, grads, state, t) -> None:
-        """torch.optim's update rules, written out in place (same order of operations)."""
-        opt, n = self.opt, len(params)  # t already counts this update
-        for k, (p, g) in enumerate(zip(params, grads, strict=False)):
-            if opt.name == "sgd":
-                p.sub_(opt.lr * g)
-            elif opt.name == "momentum":
-                buf = state[k]  # torch.optim.SGD starts the buffer at the first gradient
-                buf.copy_(torch.where(t == 1, g, buf * opt.momentum + g))
-                p.sub_(opt.lr * (g + opt.momentum * buf if opt.nesterov else buf))
-            elif opt.name == "adam":
-                m, v = state[k], state[n + k]
-                m.lerp_(g, 1 - opt.beta1)
-                v.mul_(opt.beta2).addcmul_(g, g, value=1 - opt.beta2)
-                step_size = opt.lr / (1 - opt.beta1**t)
-                denom = v.sqrt() / (1 - opt.beta2**t).sqrt() + opt.eps
-                p.sub_(step_size * m / denom)
-            elif opt.name == "rmsprop":
-                v = state[k]
-                v.mul_(opt.alpha).addcmul_(g, g, value=1 - opt.alpha)
-                p.sub_(opt.lr * g / (v.sqrt() + opt.eps))
-
-
-_OUR_CACHE: str | None = None
-
-
-def _inductor_cache_per_thread_count() -> None:
-    """Inductor's on-disk cache does not key on the thread count, and a step compiled for one
-    thread runs a two-thread job at about half speed (measured: 1.1M against 2.2M model-steps/s
-    at 10,000 replicas). Keep one cache per thread count, unless the user chose a cache dir."""
-    global _OUR_CACHE
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if chosen is not None and chosen != _OUR_CACHE:
-        return
-    _OUR_CACHE = str(
-        Path(tempfile.gettempdir())
-        / f"torchinductor_{getpass.getuser()}"
-        / f"xorrelu_threads{torch.get_num_threads()}"
-    )
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _OUR_CACHE
+        """The optimizer's update rule, written out in place (xorrelu.optimizers)."""
+        n, slots = len(params), self.optimizer.slots
+        for k, (p, g) in enumerate(zip(params, grads, strict=True)):
+            buffers = [state[s * n + k] for s in range(slots)]
+            self.optimizer.update(self.optimizer_cfg, p, g, buffers, t=t)
 
 
 def _sum(terms):

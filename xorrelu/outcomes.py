@@ -1,0 +1,152 @@
+"""What happened to each replica, and the definitions behind the words.
+
+- solved: accuracy 1.0 and cost below SOLVED_COST = 0.1 (the constant output h = 1/2 sits at
+  ln 2 = 0.693, far above). `first_step_solved` is the first logged step from which a replica
+  stays solved to the end of the run.
+- diverged: its cost became NaN or inf; from then on its rows in metrics.csv are NaN.
+- stuck (a unit, at a step): |f'(z)| < STUCK_SLOPE = 1% of the activation's peak slope at every
+  data point (a dead ReLU, a saturated sigmoid); `stuck_frac_i` is the fraction of layer i's
+  units that are stuck.
+
+An unsolved replica gets one cause, the first of these that holds:
+
+- diverged: as above.
+- dead: at the end, some hidden layer has every unit stuck (stuck_frac = 1): the output no
+  longer depends on the input there. A net dead at initialization has 0/0 gradient ratios:
+  that is dead, not vanished.
+- vanished: at step 0 the gradient reaching layer 1 is orders of magnitude below the output
+  layer's (grad_norm_1 / grad_norm_L < 1e-4), and the cost never got below ln 2 (by more than
+  1e-3): the net never learned more than the constant output h = 1/2.
+- plateau: the final cost sits on a collapsed-network value, within 2e-3 of ln 2 = 0.693
+  (all four points merged), 0.477 (three merged) or 0.347 (two pairs merged), while its units
+  still move.
+- slow: the cost is still falling: the final cost is more than 1% below the cost at 90% of the
+  run's steps (more steps would likely solve it).
+- other: none of the above.
+
+`Outcomes` computes all of it from the logged metrics, chunk by chunk as they are logged: the
+training job feeds it its rows (xorrelu.train), the analysis feeds it a metrics.csv
+(xorrelu.results), and both get the same answer from the same code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SOLVED_COST = 0.1
+STUCK_SLOPE = 0.01
+LN2 = math.log(2)
+CAUSES = ["diverged", "dead", "vanished", "plateau", "slow", "other"]
+PLATEAU_COSTS = (
+    LN2,
+    0.75 * -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)),
+    LN2 / 2,
+)
+VANISHED_RATIO = 1e-4
+LN2_BAND = 1e-3
+PLATEAU_BAND = 2e-3
+SLOW_DROP = 0.01
+SLOW_AT = 0.9  # "still falling" compares the end with this fraction of the run
+
+
+def solved(cost, accuracy):
+    """The one rule for *solved* (tensors or pandas columns)."""
+    return (accuracy == 1) & (cost < SOLVED_COST)
+
+
+class Outcomes:
+    """Per-replica outcome of one run of `run_steps` steps, updated with each chunk of logged
+    rows. Its state (`state_dict`) is what a checkpoint keeps so a resumed run goes on exactly.
+
+    State, one value per replica:
+      diverged           the cost was NaN or inf at some logged step
+      first_step_solved  first logged step of the current solved streak; -1 while unsolved
+      first_ratio        grad_norm_1 / grad_norm_L at step 0 (NaN for 0/0)
+      below_ln2          the cost was ever below ln 2 - LN2_BAND
+      cost_at_90         the cost at the last logged step <= SLOW_AT * run_steps
+    """
+
+    # checkpoint key -> attribute; "since" is first_step_solved's name in checkpoints
+    STATE = {
+        "diverged": "diverged",
+        "since": "first_step_solved",
+        "first_ratio": "first_ratio",
+        "below_ln2": "below_ln2",
+        "cost_at_90": "cost_at_90",
+    }
+
+    def __init__(self, replicas: int, run_steps: int, device="cpu"):
+        self.slow_mark = SLOW_AT * run_steps
+        self.diverged = torch.zeros(replicas, dtype=torch.bool, device=device)
+        self.first_step_solved = torch.full((replicas,), -1, dtype=torch.long, device=device)
+        self.first_ratio = torch.full((replicas,), float("nan"), device=device)
+        self.below_ln2 = torch.zeros(replicas, dtype=torch.bool, device=device)
+        self.cost_at_90 = torch.full((replicas,), float("nan"), device=device)
+        self.last: dict[str, torch.Tensor] | None = None  # the last logged row, NaN if diverged
+
+    def update(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Take logged rows at `steps` (increasing): chunk["cost"], ["accuracy"] [steps,
+        replicas], ["grad_norm"] [steps, layers, replicas], ["stuck_frac"] [steps, hidden
+        layers, replicas]. Returns the chunk as metrics.csv keeps it: NaN from where a replica
+        diverged."""
+        cost, accuracy = chunk["cost"], chunk["accuracy"]
+        step = torch.tensor(steps, device=cost.device)
+        diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
+        kept = {name: _blank(values, diverged) for name, values in chunk.items()}
+        self._track_streaks(step, solved(cost, accuracy) & ~diverged)
+        self.diverged = diverged[-1]
+        if steps[0] == 0:  # how much of the gradient reaches the input layer at the start
+            self.first_ratio = kept["grad_norm"][0, 0] / kept["grad_norm"][0, -1]
+        self.below_ln2 |= (cost < LN2 - LN2_BAND).any(0)
+        before_mark = step <= self.slow_mark
+        if before_mark.any():
+            self.cost_at_90 = kept["cost"][int(before_mark.nonzero().max())]
+        self.last = {name: values[-1] for name, values in kept.items()}
+        return kept
+
+    def _track_streaks(self, step: torch.Tensor, solved_now: torch.Tensor) -> None:
+        """first_step_solved: the step after the last unsolved one in this chunk, or the
+        streak's start from earlier chunks when every step here is solved."""
+        unsolved_any = (~solved_now).any(0)
+        last_unsolved = len(step) - 1 - (~solved_now).flip(0).int().argmax(0)
+        streak_start = torch.where(
+            unsolved_any,
+            step[(last_unsolved + 1).clamp(max=len(step) - 1)],
+            torch.where(self.first_step_solved >= 0, self.first_step_solved, step[0]),
+        )
+        self.first_step_solved = torch.where(solved_now[-1], streak_start, -1)
+
+    @property
+    def solved(self) -> torch.Tensor:
+        return self.first_step_solved >= 0
+
+    def causes(self) -> list[str | None]:
+        """Why each replica is not solved, None for the solved ones."""
+        final_cost, final_stuck = self.last["cost"], self.last["stuck_frac"].T
+        dead = (final_stuck >= 1).any(dim=1)
+        vanished = (self.first_ratio < VANISHED_RATIO) & ~self.below_ln2
+        plateau = torch.stack([(final_cost - c).abs() < PLATEAU_BAND for c in PLATEAU_COSTS]).any(
+            dim=0
+        )
+        slow = final_cost < (1 - SLOW_DROP) * self.cost_at_90
+        flags = torch.stack([self.diverged, dead, vanished, plateau, slow]).cpu()
+        solved_ = self.solved.cpu()
+        return [
+            None if solved_[r] else CAUSES[[*map(bool, flags[:, r]), True].index(True)]
+            for r in range(len(solved_))
+        ]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {key: getattr(self, attr).cpu().clone() for key, attr in self.STATE.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key, attr in self.STATE.items():
+            getattr(self, attr).copy_(state[key])
+
+
+def _blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:
+    """values [steps, ..., replicas] with NaN where diverged [steps, replicas]."""
+    mask = diverged.reshape(diverged.shape[:1] + (1,) * (values.dim() - 2) + diverged.shape[1:])
+    return values.masked_fill(mask, float("nan"))
