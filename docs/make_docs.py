@@ -193,6 +193,40 @@ def draw_causes(tmp: Path) -> None:
     figure.savefig(DOCS / "causes.png", dpi=90)
 
 
+# --- text from the definitions ----------------------------------------------------------------
+
+
+def causes_table() -> str:
+    """The Failure diagnosis criteria, with the numbers of xorrelu.outcomes (their one home)."""
+    from xorrelu import outcomes as o
+
+    plateaus = ", ".join(f"{c:.3f}" for c in o.PLATEAU_COSTS)
+    rows = {
+        "diverged": "the cost became NaN or inf at some step",
+        "dead": "at the end, some hidden layer has every unit stuck (`stuck_frac_i = 1`): the "
+        "output no longer depends on the input. A net dead at initialization has 0/0 gradient "
+        "ratios: that is dead, not vanished",
+        "vanished": f"at step 0, `grad_norm_1 / grad_norm_L < {o.VANISHED_RATIO:g}`, and the "
+        f"cost never got below ln 2 (by more than {o.LN2_BAND:g}): the net never learned more "
+        "than h = 1/2",
+        "plateau": f"the final cost is within {o.PLATEAU_BAND:g} of a collapsed-network value "
+        f"({plateaus}: all points merged, three merged, two pairs merged) while the units "
+        "still move",
+        "slow": f"the final cost is more than {o.SLOW_DROP:.0%} below the cost at "
+        f"{o.SLOW_AT:.0%} of the run: still falling, more steps would likely solve it",
+        "other": "none of the above",
+    }
+    assert list(rows) == o.CAUSES, "a cause without its line here"
+    lines = ["| cause | criterion |", "|---|---|"]
+    lines += [f"| `{cause}` | {text} |" for cause, text in rows.items()]
+    solved = (
+        f"A replica is **solved** at a step when its accuracy is 1.0 and its cost is below "
+        f"{o.SOLVED_COST:g}; a unit is **stuck** when |f'(z)| < {o.STUCK_SLOPE:.0%} of the "
+        "activation's peak slope at every data point."
+    )
+    return "\n".join([*lines, "", solved]) + "\n"
+
+
 # --- all of it --------------------------------------------------------------------------------
 
 
@@ -200,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", action="store_true", help="also run experiment=activations")
     args = parser.parse_args(argv)
-    readme = README.read_text()
+    readme = replace_block(README.read_text(), "causes", causes_table())
     with tempfile.TemporaryDirectory(prefix="make_docs-") as tmp:
         tmp = Path(tmp)
         printout = run_sweep(CANONICAL, tmp / "canonical")

@@ -25,7 +25,7 @@ def test_replace_block_rewrites_only_its_block():
         make_docs.replace_block(text, "z", "new")
 
 
-@pytest.mark.parametrize("name", ["canonical", "summary", "activations"])
+@pytest.mark.parametrize("name", ["canonical", "summary", "activations", "causes"])
 def test_readme_has_each_block_once(name):
     assert README.count(f"<!-- make_docs: {name} -->\n") == 1
     block = make_docs.read_block(README, name)
@@ -53,3 +53,7 @@ def test_readme_matches_the_canonical_sweep(tmp_path):
     printout = make_docs.run_sweep(make_docs.CANONICAL, sweep, plots=False)
     assert make_docs.read_block(README, "canonical") == make_docs.canonical_text(printout, sweep)
     assert make_docs.read_block(README, "summary") == make_docs.summary_table(sweep)
+
+
+def test_readme_causes_table_has_the_numbers_of_the_definitions():
+    assert make_docs.read_block(README, "causes") + "\n" == make_docs.causes_table()
