@@ -151,3 +151,18 @@ def test_the_logging_cadence_never_changes_the_outcomes(train_run, run, shows):
         assert any(r["first_step_solved"] % 37 for r in every["replicas"] if r["solved"])
     else:
         assert any(r["diverged"] for r in every["replicas"])
+
+
+def test_a_run_in_three_parts_writes_what_train_writes(tmp_path, train_run):
+    """setup, open_outputs, loop, finish one by one (a notebook's way) give train()'s files."""
+    from xorrelu.train import finish, loop, open_outputs, setup
+
+    args = ("activation=tanh", "replicas=4", "steps=300")
+    _, _, whole = train_run(*args)
+    run = setup(make_cfg(*args), tmp_path / "parts")
+    assert run.engine.name == "autograd" and len(run.seeds) == 4
+    open_outputs(run)
+    loop(run)
+    summary = finish(run)
+    assert (tmp_path / "parts" / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    assert summary["replicas"] == json.loads((whole / "summary.json").read_text())["replicas"]

@@ -103,7 +103,7 @@ def train(
 
 
 def setup(
-    cfg, out_dir: Path, checkpoint: dict | None = None, model: nn.Sequential | None = None
+    cfg, out_dir: str | Path, checkpoint: dict | None = None, model: nn.Sequential | None = None
 ) -> Run:
     """The data, the model (`model`, or built from cfg) and its engine, at step 0 or at the
     checkpoint's step. Writes nothing."""
@@ -125,7 +125,7 @@ def setup(
     first = checkpoint["step"] if checkpoint else 0
     return Run(
         cfg=cfg,
-        out_dir=out_dir,
+        out_dir=Path(out_dir),
         data=data,
         model=model,
         engine=engine,
@@ -141,6 +141,7 @@ def setup(
 def open_outputs(run: Run, checkpoint: dict | None = None) -> None:
     """summary.json (status running) and metrics.csv: its header, or, resuming, cut back to the
     checkpoint's last row; the outcome tracker goes on from the checkpoint's state."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     resume_at = None
     if checkpoint:
         resume_at = checkpoint["recorder"]["csv_bytes"]
