@@ -80,6 +80,7 @@ def child(
 
     sys.path.insert(0, str(ROOT))
     from xorrelu.jobdir import compose
+    from xorrelu.process import use_threads
     from xorrelu.train import train
 
     logging.disable(logging.INFO)
@@ -93,6 +94,7 @@ def child(
         f"print_every={steps}",
     ]
     cfg = compose(overrides)
+    use_threads(threads)  # this child is an entry point: it sets its own threads
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -64,7 +64,7 @@ def test_summary_and_weights(train_run):
 
 
 def test_first_step_solved_is_where_the_solved_streak_starts(train_run):
-    summary, metrics, _ = train_run("activation=tanh", "steps=3000", "log_every=50", "replicas=4")
+    summary, metrics, _ = train_run("activation=tanh", "steps=3000", "replicas=4")
     metrics["solved"] = (metrics.accuracy == 1) & (metrics.cost < 0.1)
     for rep in summary["replicas"]:
         rows = metrics[metrics.seed == rep["seed"]]
@@ -154,14 +154,14 @@ def test_the_logging_cadence_never_changes_the_outcomes(train_run, run, shows):
 
 
 def test_a_run_in_three_parts_writes_what_train_writes(tmp_path, train_run):
-    """setup, open_outputs, loop, finish one by one (a notebook's way) give train()'s files."""
-    from xorrelu.train import finish, loop, open_outputs, setup
+    """setup, loop, finish one by one (a notebook's way) give train()'s files."""
+    from xorrelu.train import finish, loop, setup
 
     args = ("activation=tanh", "replicas=4", "steps=300")
     _, _, whole = train_run(*args)
     run = setup(make_cfg(*args), tmp_path / "parts")
     assert run.engine.name == "autograd" and len(run.seeds) == 4
-    open_outputs(run)
+    assert not (tmp_path / "parts").exists()  # setup writes nothing
     loop(run)
     summary = finish(run)
     assert (tmp_path / "parts" / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()

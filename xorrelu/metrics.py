@@ -155,7 +155,7 @@ class Recorder:
         """The metrics of every replica at `step`: cost and accuracy at every step, all four
         (see the top) at a logged step."""
         self.steps.append(step)
-        self.every_step.append(metrics)
+        self.every_step.append({"cost": metrics["cost"], "accuracy": metrics["accuracy"]})
         if logged:
             self.logged.append(len(self.steps) - 1)
             self.rows.append(metrics)

@@ -4,9 +4,10 @@
     python -m xorrelu activation=sigmoid,relu --multirun
 
 `train(cfg, out_dir)` is the whole job, in three parts a notebook can also call one by one:
-`setup` builds the data, the model and the engine (or takes them from a checkpoint), `loop`
-runs the steps, `finish` writes the results. `python -m xorrelu` is a thin Hydra shell around
-it (xorrelu.__main__), and the only place that sets threads or handles exit codes.
+`setup` builds the data, the model and the engine (or takes them from a checkpoint) and writes
+nothing, `loop` opens the outputs and runs the steps, `finish` writes the results.
+`python -m xorrelu` is a thin Hydra shell around it (xorrelu.__main__), and the only place that
+sets threads or handles exit codes.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Run:
     warm: float | None = None  # when the first step (with any compilation) was done
     start: float = field(default_factory=time.perf_counter)
     resume_point: dict | None = None  # where a longer run would go on from (before the last row)
+    resume_at: int | None = None  # a resumed run's metrics.csv is cut back to this many bytes
     recorder: Recorder | None = None
     board: TensorBoardLog | None = None
 
@@ -84,7 +86,6 @@ def train(
                 reserve = Reserve(out_dir)
             run = setup(cfg, out_dir, checkpoint, model)
             try:
-                open_outputs(run, checkpoint)
                 loop(run)
                 summary = finish(run)
             except BaseException as error:
@@ -97,8 +98,8 @@ def train(
         finally:
             if reserve is not None:
                 reserve.release()
-    if signals.pending():  # asked to stop while the results were written: they are whole; stop now
-        raise Interrupted(signals.take_pending())
+        if signals.pending():  # asked to stop while the results were written: they are whole
+            raise Interrupted(signals.take_pending())
     return summary
 
 
@@ -123,6 +124,9 @@ def setup(
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     first = checkpoint["step"] if checkpoint else 0
+    outcomes = Outcomes(cfg.replicas, cfg.steps, device)
+    if checkpoint:  # the outcome tracker goes on from the checkpoint's state
+        outcomes.load_state_dict(checkpoint["recorder"])
     return Run(
         cfg=cfg,
         out_dir=Path(out_dir),
@@ -131,25 +135,24 @@ def setup(
         engine=engine,
         seeds=list(range(cfg.seed, cfg.seed + cfg.replicas)),
         initial=checkpoint["initial"] if checkpoint else _cpu_state(model),
-        outcomes=Outcomes(cfg.replicas, cfg.steps, device),
+        outcomes=outcomes,
         summary=summary,
         first=first,
         step=first,
+        resume_at=checkpoint["recorder"]["csv_bytes"] if checkpoint else None,
     )
 
 
-def open_outputs(run: Run, checkpoint: dict | None = None) -> None:
+def _open_outputs(run: Run) -> None:
     """summary.json (status running) and metrics.csv: its header, or, resuming, cut back to the
-    checkpoint's last row; the outcome tracker goes on from the checkpoint's state."""
+    checkpoint's last row."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    resume_at = None
-    if checkpoint:
-        resume_at = checkpoint["recorder"]["csv_bytes"]
-        run.outcomes.load_state_dict(checkpoint["recorder"])
     with signals.mode("hold"):  # the summary and the CSV's header appear together
         write_json(run.out_dir / "summary.json", run.summary)
         path = run.out_dir / "metrics.csv"
-        run.recorder = Recorder(path, run.cfg.depth, run.seeds, run.outcomes, resume_at=resume_at)
+        run.recorder = Recorder(
+            path, run.cfg.depth, run.seeds, run.outcomes, resume_at=run.resume_at
+        )
     if run.cfg.tensorboard:
         run.board = TensorBoardLog(run.out_dir)
 
@@ -158,7 +161,8 @@ def loop(run: Run) -> None:
     """Steps run.first .. cfg.steps: measure every replica at the current parameters, log the
     row, then update (the last step only measures). Until the first step is done (and
     compiled), a stop signal stops at once; from then on the loop finishes its step first, so
-    that a checkpoint is of a whole step."""
+    that a checkpoint is of a whole step. Opens the outputs first (summary.json, metrics.csv)."""
+    _open_outputs(run)
     cfg, engine, recorder, board = run.cfg, run.engine, run.recorder, run.board
     steps, print_every = cfg.steps, cfg.print_every  # plain ints
     bar = tqdm(
