@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import xorrelu  # noqa: E402
+import xorrelu.outcomes  # noqa: E402
 from xorrelu import plot  # noqa: E402
 
 README = ROOT / "README.md"
@@ -57,7 +58,7 @@ CAUSE_RUNS = [
     (["activation=tanh", "steps=50"], ["slow", "other"]),
     (["activation=elu", "optimizer.lr=10", "depth=3", "steps=50", "replicas=8"], ["diverged"]),
 ]
-CAUSES = ["solved", "diverged", "dead", "vanished", "plateau", "slow", "other"]
+CAUSES = ["solved", *xorrelu.outcomes.CAUSES]
 
 
 # --- running xorrelu --------------------------------------------------------------------------

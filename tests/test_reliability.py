@@ -308,3 +308,11 @@ def test_a_stopped_fused_run_resumes_byte_identical(tmp_path):
     assert (job / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     a, b = (torch.load(d / "weights.pt", weights_only=True)["final"] for d in (job, whole))
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_checkpoint_holds_exactly_what_resume_reads(tmp_path):
+    """Nothing saved that nothing reads (it once held an unread "rng")."""
+    train(make_cfg("steps=5", "replicas=2"), tmp_path / "job")
+    checkpoint = torch.load(tmp_path / "job" / "checkpoint.pt", weights_only=True)
+    assert set(checkpoint) == set(resume.CHECKPOINT)
+    assert set(checkpoint["recorder"]) == {"csv_bytes", *resume.RECORDER}

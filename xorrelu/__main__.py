@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from xorrelu import CONFIG_PATH, signals
+from xorrelu import signals
+from xorrelu.config import CONFIG_PATH
 
 _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`

@@ -12,10 +12,18 @@ import math
 import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Where Hydra finds the configs: a source checkout's top-level conf/, else the copy installed as
+# xorrelu.conf (pyproject maps conf/ there).
+_CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_PATH = (
+    str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
+)
 
 
 class ConfigError(ValueError):
@@ -111,7 +119,7 @@ class ParityConf(DatasetConf):
     bits: int = 3  # inputs; all 2**bits points, label = sum of bits mod 2 (bits=2 is XOR), 1..16
 
 
-class Engine(Enum):
+class EngineName(Enum):
     auto = "auto"  # fused when it is compiled and applies (elementwise activations), else autograd
     autograd = "autograd"  # the nn.Sequential and torch.optim as they are: the reference
     fused = "fused"  # explicit backward, replicas on the last axis; compiled per `compile`
@@ -138,7 +146,9 @@ class Config:
     log_first: int = 0  # and at every step up to this one (dense where the cost moves most), >= 0
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
-    engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
+    engine: EngineName = (
+        EngineName.auto
+    )  # auto | autograd | fused (same numbers, see README Performance)
     # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
     compile: Any = "auto"
     threads: int = (
@@ -225,7 +235,7 @@ def _check_names(cfg: DictConfig) -> None:
         name = cfg[group].name
         if name not in registry:
             raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
-    if Engine(cfg.engine) is Engine.fused:
+    if EngineName(cfg.engine) is EngineName.fused:
         fused = ACTIVATIONS.names(lambda activation: activation.fused)
         if cfg.activation.name not in fused:
             raise ConfigError(

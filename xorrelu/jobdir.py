@@ -31,8 +31,8 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from xorrelu import CONFIG_PATH
 from xorrelu import config as config_module
+from xorrelu.config import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 

@@ -100,13 +100,18 @@ def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
 
 
 def stuck_frac(
-    pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None
+    pre_activations: list[torch.Tensor],
+    activation: Activation,
+    activation_cfg,
+    prelu: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak
     at every point."""
     z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
-    slopes = act.slope(act_cfg, z, prelu).abs()
-    stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]
+    slopes = activation.slope(activation_cfg, z, prelu).abs()
+    stuck = (slopes < STUCK_SLOPE * activation.peak_slope(activation_cfg)).all(
+        dim=2
+    )  # [depth, replicas, units]
     return stuck.to(z.dtype).mean(2)
 
 

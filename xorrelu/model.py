@@ -40,8 +40,8 @@ class BatchedLinear(nn.Module):
 
 def build_model(cfg, in_features: int) -> nn.Sequential:
     """depth hidden layers of `width` units, then one output logit; initialized per replica."""
-    act = ACTIVATIONS.get(cfg.activation.name)
-    pieces = act.pieces(cfg.activation)
+    activation = ACTIVATIONS.get(cfg.activation.name)
+    pieces = activation.pieces(cfg.activation)
     sizes = [in_features] + [cfg.width] * cfg.depth + [1]
     layers: list[nn.Module] = []
     for i in range(cfg.depth + 1):
@@ -50,7 +50,7 @@ def build_model(cfg, in_features: int) -> nn.Sequential:
             BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1))
         )
         if hidden:
-            layers.append(act.build(cfg.activation, cfg.replicas, cfg.width))
+            layers.append(activation.build(cfg.activation, cfg.replicas, cfg.width))
     model = nn.Sequential(*layers)
     initialize(model, cfg.init, seeds=range(cfg.seed, cfg.seed + cfg.replicas))
     return model

@@ -1,7 +1,7 @@
 """What happened to each replica, and the definitions behind the words.
 
 - solved: accuracy 1.0 and cost below SOLVED_COST = 0.1 (the constant output h = 1/2 sits at
-  ln 2 = 0.693, far above). `first_step_solved` is the first logged step from which a replica
+  ln 2 = 0.693, far above). `first_step_solved` is the first step from which a replica
   stays solved to the end of the run.
 - diverged: its cost became NaN or inf; from then on its rows in metrics.csv are NaN.
 - stuck (a unit, at a step): |f'(z)| < STUCK_SLOPE = 1% of the activation's peak slope at every
@@ -63,21 +63,14 @@ class Outcomes:
     rows. Its state (`state_dict`) is what a checkpoint keeps so a resumed run goes on exactly.
 
     State, one value per replica:
-      diverged           the cost was NaN or inf at some logged step
-      first_step_solved  first logged step of the current solved streak; -1 while unsolved
+      diverged           the cost was NaN or inf at some step
+      first_step_solved  first step of the current solved streak; -1 while unsolved
       first_ratio        grad_norm_1 / grad_norm_L at step 0 (NaN for 0/0)
       below_ln2          the cost was ever below ln 2 - LN2_BAND
-      cost_at_90         the cost at the last logged step <= SLOW_AT * run_steps
+      cost_at_90         the cost at the last step <= SLOW_AT * run_steps
     """
 
-    # checkpoint key -> attribute; "since" is first_step_solved's name in checkpoints
-    STATE = {
-        "diverged": "diverged",
-        "since": "first_step_solved",
-        "first_ratio": "first_ratio",
-        "below_ln2": "below_ln2",
-        "cost_at_90": "cost_at_90",
-    }
+    STATE = ("diverged", "first_step_solved", "first_ratio", "below_ln2", "cost_at_90")
 
     def __init__(self, replicas: int, run_steps: int, device="cpu"):
         self.slow_mark = SLOW_AT * run_steps
@@ -143,11 +136,11 @@ class Outcomes:
         ]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {key: getattr(self, attr).cpu().clone() for key, attr in self.STATE.items()}
+        return {name: getattr(self, name).cpu().clone() for name in self.STATE}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for key, attr in self.STATE.items():
-            getattr(self, attr).copy_(state[key])
+        for name in self.STATE:
+            getattr(self, name).copy_(state[name])
 
 
 def blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:

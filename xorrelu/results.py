@@ -394,7 +394,7 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
     outcomes.update(steps, rows["cost"], rows["accuracy"])
     outcomes.see_rows(steps, rows)
     causes = outcomes.causes()
-    since = outcomes.first_step_solved.numpy()
+    first = outcomes.first_step_solved.numpy()
     return pd.DataFrame(
         {
             "seed": seeds,
@@ -402,8 +402,8 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
             "final_cost": rows["cost"][-1].numpy(),
             "final_accuracy": rows["accuracy"][-1].numpy(),
             "diverged": outcomes.diverged.numpy(),
-            "solved": since >= 0,
-            "first_step_solved": np.where(since >= 0, since, np.nan),
+            "solved": first >= 0,
+            "first_step_solved": np.where(first >= 0, first, np.nan),
             "cause": causes,
         }
     )

@@ -50,8 +50,8 @@ from xorrelu.train import Interrupted, train
 
 log = logging.getLogger("xorrelu.resume")
 
-# What xorrelu.train._save_checkpoint writes, with the type each value must have
-# ("rng" is never read).
+# What xorrelu.train._save_checkpoint writes, with the type each value must have (checkpoints
+# written before 2026-11-29 also hold an "rng" that nothing reads: it is ignored).
 CHECKPOINT = {
     "step": int,
     "model": dict,
@@ -66,7 +66,7 @@ CHECKPOINT = {
 # The outcome tracker's state, as xorrelu.outcomes.Outcomes.state_dict() saves it.
 RECORDER = {
     "diverged": torch.bool,
-    "since": torch.int64,
+    "first_step_solved": torch.int64,
     "first_ratio": torch.float32,
     "below_ln2": torch.bool,
     "cost_at_90": torch.float32,
@@ -309,6 +309,8 @@ def _check_state(checkpoint: dict, path: Path, cfg, model: nn.Sequential) -> Non
 def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
     """The metrics writer's state: one value per replica, and a position in metrics.csv."""
     recorder, step = checkpoint["recorder"], checkpoint["step"]
+    if "since" in recorder and "first_step_solved" not in recorder:  # its name before 2026-11-29
+        recorder["first_step_solved"] = recorder.pop("since")
     if set(recorder) != {"csv_bytes", *RECORDER}:
         raise _damaged(
             path,
@@ -321,10 +323,12 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
         wrong = _mismatch(recorder[key], torch.empty(cfg.replicas, dtype=dtype), f"recorder {key}")
         if wrong:
             raise _damaged(path, f"{wrong} (one per replica)")
-    since = recorder["since"]
-    if not ((since == -1) | ((since >= 0) & (since < step))).all():
+    first = recorder["first_step_solved"]
+    if not ((first == -1) | ((first >= 0) & (first < step))).all():
         raise _damaged(
-            path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}"
+            path,
+            f"recorder first_step_solved holds steps outside -1..{step - 1}: "
+            f"{short(first.tolist())}",
         )
     _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg=cfg, checkpoint_path=path)
 

@@ -221,14 +221,14 @@ def _replica_results(run: Run) -> list[dict]:
         hypotheses = torch.sigmoid(forward(run.model, run.data[0])[0]).cpu()
     outcomes = run.outcomes
     last = {name: values.cpu() for name, values in outcomes.last.items()}
-    diverged, since = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
+    diverged, first = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
     return [
         {
             "seed": seed,
             "final_cost": None if diverged[r] else last["cost"][r].item(),
             "final_accuracy": None if diverged[r] else last["accuracy"][r].item(),
-            "solved": bool(since[r] >= 0),
-            "first_step_solved": int(since[r]) if since[r] >= 0 else None,
+            "solved": bool(first[r] >= 0),
+            "first_step_solved": int(first[r]) if first[r] >= 0 else None,
             "diverged": bool(diverged[r]),
             "cause": cause,
             "hypothesis": hypotheses[r].tolist(),
