@@ -26,6 +26,16 @@ CONFIG_PATH = (
 )
 
 
+# Keys added after the first release, with the value that does what xorrelu did before them: a
+# job dir written before a key existed reads as if it had been set so (jobdir.read_config).
+ADDED_LATER = {"log_first": 0}
+
+
+def upgrade(config):
+    """An older job's config (a plain mapping) with the keys added since, at their old value."""
+    return {**ADDED_LATER, **config} if isinstance(config, dict) else config
+
+
 class ConfigError(ValueError):
     """A config value that has the right type but is not allowed."""
 

@@ -371,15 +371,17 @@ def read_hydra_config(job_dir: Path) -> dict:
 
 
 def read_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]:
-    """The job's config as it was written (nested), and the file it came from: summary.json's
+    """The job's config as it was written (nested; with any key added since, at the value that
+    does what xorrelu did before it: config.ADDED_LATER), and the file it came from: summary.json's
     (`summary`, when the caller has read it already), else .hydra/config.yaml's. A damaged
     summary.json is refused, never silently replaced by the other file."""
     job_dir = Path(job_dir)
     summary = summary if summary is not None else read_summary(job_dir)
     if summary is not None:
-        return summary["config"], job_dir / "summary.json"
+        return config_module.upgrade(summary["config"]), job_dir / "summary.json"
     if present(job_dir / ".hydra" / "config.yaml"):
-        return read_hydra_config(job_dir), job_dir / ".hydra" / "config.yaml"
+        hydra_config = read_hydra_config(job_dir)
+        return config_module.upgrade(hydra_config), job_dir / ".hydra" / "config.yaml"
     raise Problem(job_dir, "no-config")
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from xorrelu import signals
 from xorrelu.callbacks import plot_safely
-from xorrelu.config import ConfigError, validate
+from xorrelu.config import ConfigError, upgrade, validate
 from xorrelu.data import make_dataset
 from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
@@ -249,6 +249,7 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, *, config: dict, cfg) -
                 f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} "
                 f"{kind.__name__}",
             )
+    checkpoint["config"] = upgrade(checkpoint["config"])  # as read_config reads the job's
     check_config(checkpoint["config"], str(path))
     changed = _differences(checkpoint["config"], config)
     if changed:
@@ -375,8 +376,7 @@ def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] 
             f"{job_dir / 'xorrelu.log'} is not a regular file, so the resumed job cannot log to "
             "it; move it away"
         )
-    # log_first came later: a job from before it logged no dense start
-    cfg = OmegaConf.create({"log_first": 0, **config, "steps": target})
+    cfg = OmegaConf.create({**config, "steps": target})
     try:
         validate(cfg)
     except ConfigError as error:
