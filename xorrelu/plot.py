@@ -56,7 +56,6 @@ from xorrelu.jobdir import (  # noqa: E402
     present,
     read_config,
 )
-from xorrelu.metrics import forward  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -476,7 +475,10 @@ def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str 
     )
     r = seeds.index(seed)
     with torch.no_grad():
-        h = torch.sigmoid(forward(model, grid)[0][r]).reshape(len(side), len(side)).numpy()
+        # the model's own forward, not metrics.forward: no layer's values are kept, so memory
+        # stays one layer's values of every replica at a time
+        logits = model(grid.expand(len(seeds), -1, -1))[r, :, 0]
+        h = torch.sigmoid(logits).reshape(len(side), len(side)).numpy()
     ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
     x, y = make_dataset(OmegaConf.create({"name": "xor"}))
     ax.scatter(
