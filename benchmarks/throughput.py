@@ -208,7 +208,9 @@ def main() -> None:
         f"steps, with plots): **{canonical:.1f} s** wall.",
         "",
     ]
-    (HERE / "results.md").write_text("\n".join(lines))
+    old = (HERE / "results.md").read_text() if (HERE / "results.md").exists() else ""
+    kept = old[old.find("\n## Plotter memory") :] if "\n## Plotter memory" in old else ""
+    (HERE / "results.md").write_text("\n".join(lines) + kept)  # plot_memory.py's table stays
     print(f"wrote {HERE / 'results.md'}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +69,11 @@ class ResultsError(Exception):
 class Job:
     path: Path
     config: dict  # flat: {"activation.name": "relu", "depth": 10, ...}
-    metrics: pd.DataFrame
+    metrics: pd.DataFrame | None  # every row; None once scan_jobs(reduce=...) has reduced them
     status: str = "completed"  # summary.json's status; "unknown" without a summary.json
     error: str | None = None  # summary.json's error, for a failed or interrupted job
     replicas: list | None = None  # summary.json's outcome per replica, for a completed job
+    reduced: object = None  # what scan_jobs' `reduce` made of the metrics
 
 
 @dataclass
@@ -87,7 +89,17 @@ def read_metrics(path: Path) -> pd.DataFrame:
     try:
         with open(path, "rb") as file:
             complete = _ends_with_newline(file)
-            frame = pd.read_csv(file, usecols=_wanted)
+            frame = None
+            if not _has_words(file):  # pandas would read true/false into a float as 1/0
+                try:  # float32 as it is read: half the memory; step and seed as they are
+                    names = pd.read_csv(file, usecols=_wanted, nrows=0).columns
+                    file.seek(0)
+                    types = {c: np.float32 for c in names if c not in ("step", "seed")}
+                    frame = pd.read_csv(file, usecols=_wanted, dtype=types)
+                except (ValueError, OverflowError):  # text where a number belongs
+                    file.seek(0)
+            if frame is None:  # read as it is, so that the checks below can name the cell
+                frame = pd.read_csv(file, usecols=_wanted)
     except pd.errors.EmptyDataError:
         raise ResultsError(
             f"{path} is empty: the job wrote no row (killed or failed before its first flush); "
@@ -114,7 +126,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     for column in frame.columns:
         frame[column] = _numbers(frame[column], path)
     _check_values(frame, path)
-    frame = frame.astype({"step": "int64", "seed": "int64"})
+    frame = frame.astype({c: "int64" if c in ("step", "seed") else "float32" for c in frame})
     repeated = frame.duplicated(["step", "seed"])
     if repeated.any():
         step, seed = frame.loc[repeated, ["step", "seed"]].iloc[0]
@@ -127,6 +139,19 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 def _wanted(column: str) -> bool:
     return column in REQUIRED_COLUMNS or PER_LAYER.fullmatch(column) is not None
+
+
+def _has_words(file, chunk: int = 2**24) -> bool:
+    """Whether the file holds true or false (any case) anywhere, read a chunk at a time."""
+    tail = b""
+    while block := file.read(chunk):
+        text = tail + block.lower()
+        if b"true" in text or b"false" in text:
+            file.seek(0)
+            return True
+        tail = text[-4:]
+    file.seek(0)
+    return False
 
 
 def _ends_with_newline(file) -> bool:
@@ -275,12 +300,20 @@ def read_job(job_dir: Path) -> Job:
     return Job(job_dir, config, metrics, status, error, replicas)
 
 
-def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
-    """Every job below `paths`: the usable ones, and the ones skipped with the reason."""
+def scan_jobs(
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+) -> tuple[list[Job], list[Skipped]]:
+    """Every job below `paths`: the usable ones, and the ones skipped with the reason. With
+    `reduce`, each job's rows are reduced as soon as they are read (job.reduced = reduce(job)) and
+    dropped (job.metrics = None) before the next job is read: memory holds one job's rows at a
+    time, whatever the number of jobs."""
     jobs, skipped = [], []
     for job_dir in _find_all(paths):
         try:
-            jobs.append(read_job(job_dir))
+            job = read_job(job_dir)
+            if reduce is not None:
+                job.reduced, job.metrics = reduce(job), None
+            jobs.append(job)
         except ResultsError as error:
             skipped.append(Skipped(job_dir, str(error)))
         except OSError as error:  # it vanished or cannot be read: the others may still be fine
@@ -300,10 +333,12 @@ def _find_all(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def usable_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
+def usable_jobs(
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+) -> tuple[list[Job], list[Skipped]]:
     """scan_jobs, with a warning per skipped job; one bad job never sinks the rest. Raises
     ResultsError (one line) when no job is usable."""
-    jobs, skipped = scan_jobs(paths)
+    jobs, skipped = scan_jobs(paths, reduce)
     where = ", ".join(str(p) for p in paths)
     if not jobs and not skipped:
         raise ResultsError(f"no job with a metrics.csv below {where}")
@@ -371,7 +406,9 @@ def _with_keys(frame: pd.DataFrame, job: Job, keys: list[str]) -> pd.DataFrame:
 
 
 def load(*paths: str | Path) -> pd.DataFrame:
-    """The metrics of every job below `paths`, with the experimental keys that vary as columns."""
+    """The metrics of every job below `paths`, with the experimental keys that vary as columns:
+    every logged row of every job, all in memory at once (about 50 bytes per row at depth 10; the
+    plotter never holds them all, it reduces each job as it reads it)."""
     jobs = load_jobs(list(paths) or ["outputs"])
     keys = varying_keys([j.config for j in jobs])
     return pd.concat([_with_keys(j.metrics, j, keys) for j in jobs], ignore_index=True)
@@ -438,9 +475,9 @@ def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
 def load_summary(*paths: str | Path) -> pd.DataFrame:
     """One row per replica of every job below `paths`: experimental keys, seed, final cost and
     accuracy, solved, first step solved, diverged, cause."""
-    jobs = load_jobs(list(paths) or ["outputs"])
+    jobs = usable_jobs(list(paths) or ["outputs"], reduce=job_outcomes)[0]
     keys = varying_keys([j.config for j in jobs])
-    return pd.concat([_with_keys(job_outcomes(j), j, keys) for j in jobs], ignore_index=True)
+    return pd.concat([_with_keys(j.reduced, j, keys) for j in jobs], ignore_index=True)
 
 
 def job_outcomes(job: Job) -> pd.DataFrame:
