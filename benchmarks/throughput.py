@@ -83,13 +83,11 @@ def child(
     import logging
 
     sys.path.insert(0, str(ROOT))
-    from hydra import compose, initialize_config_dir
-
-    from xorrelu.config import register_configs
+    from xorrelu.jobdir import compose
+    from xorrelu.process import use_threads
     from xorrelu.train import train
 
     logging.disable(logging.INFO)
-    register_configs()
     overrides = [
         f"replicas={replicas}",
         f"engine={engine}",
@@ -99,8 +97,8 @@ def child(
         f"log_every={log_every}",
         f"print_every={steps}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(overrides)
+    use_threads(threads)  # this child is an entry point: it sets its own threads
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -214,9 +212,10 @@ def main() -> None:
         f"steps, with plots): **{canonical:.1f} s** wall.",
         "",
     ]
-    # other scripts' sections (between their <!-- begin NAME --> markers) stay, after this table
+    # other scripts' sections (fused_points.py's <!-- begin --> block, plot_memory.py's table) stay
     old = (HERE / "results.md").read_text() if (HERE / "results.md").exists() else ""
-    kept = old[old.index(SECTIONS) :] if SECTIONS in old else ""
+    starts = [old.find(m) for m in (SECTIONS, "\n## Plotter memory") if m in old]
+    kept = old[min(starts) :] if starts else ""
     (HERE / "results.md").write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print(f"wrote {HERE / 'results.md'}")
 

@@ -81,7 +81,8 @@ def test_precedence_and_other_on_hand_made_numbers():
     grad_norm = torch.stack([grad_norm, grad_norm])
     stuck_frac = torch.tensor([[[0.2, 1.0, 0, 0, 0, 0, 0]]] * 2)  # replica 1: all stuck
     outcomes = Outcomes(replicas=7, run_steps=10)
-    outcomes.update(
+    outcomes.update([0, 10], cost, accuracy)
+    outcomes.see_rows(
         [0, 10],
         {"cost": cost, "accuracy": accuracy, "grad_norm": grad_norm, "stuck_frac": stuck_frac},
     )

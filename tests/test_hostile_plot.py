@@ -508,13 +508,13 @@ def test_hostile_input(name, tmp_path, template, monkeypatch, capsys, caplog, fa
 def test_a_job_reached_through_a_link_keeps_its_own_path(tmp_path, template):
     outputs = outputs_with_latest(tmp_path, template)
     results = plot.collect([outputs])
-    assert list(results.metrics.job.unique()) == [str(outputs / "runs" / "2026-01-01" / "job")]
+    assert results.jobs == [str(outputs / "runs" / "2026-01-01" / "job")]
 
 
 def test_links_are_followed_from_the_path_given(tmp_path, template):
     compare = folder_of_links(tmp_path, template)
     results = plot.collect([compare])
-    assert sorted(results.metrics.job.unique()) == [str(compare / "relu"), str(compare / "tanh")]
+    assert sorted(results.jobs) == [str(compare / "relu"), str(compare / "tanh")]
     assert results.groups == ["activation=relu", "activation=tanh"]
 
 

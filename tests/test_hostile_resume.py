@@ -467,9 +467,9 @@ CASES = [
     # recorder tensors: one per replica
     pytest.param(
         "adam",
-        recorder(since=torch.tensor([-1, -1, -1])),
+        recorder(first_step_solved=torch.tensor([-1, -1, -1])),
         EXTEND,
-        ("recorder since is torch.int64 [3], not torch.int64 [2]",),
+        ("recorder first_step_solved is torch.int64 [3], not torch.int64 [2]",),
         id="recorder-wrong-length",
     ),
     pytest.param(
@@ -488,10 +488,10 @@ CASES = [
     ),
     pytest.param(
         "adam",
-        recorder(since=torch.tensor([100, -1])),
+        recorder(first_step_solved=torch.tensor([100, -1])),
         EXTEND,
-        ("recorder since holds steps outside -1..39",),
-        id="recorder-since-future",
+        ("recorder first_step_solved holds steps outside -1..39",),
+        id="recorder-first-step-solved-future",
     ),
     pytest.param(
         "adam",
@@ -810,7 +810,7 @@ def test_a_checkpoint_at_step_0_with_only_the_header_resumes(job, capsys):
     checkpoint["recorder"] = {
         "csv_bytes": whole.index(b"\n") + 1,
         "diverged": torch.zeros(2, dtype=torch.bool),
-        "since": torch.full((2,), -1),
+        "since": torch.full((2,), -1),  # as checkpoints named first_step_solved before
         "first_ratio": torch.full((2,), float("nan")),
         "below_ln2": torch.zeros(2, dtype=torch.bool),
         "cost_at_90": torch.full((2,), float("nan")),

@@ -30,6 +30,9 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     )
     assert (site / "xorrelu" / "conf" / "config.yaml").is_file()
     assert (site / "xorrelu" / "conf" / "activation" / "relu.yaml").is_file()
+    # every subpackage is installed (the venv's editable finder would hide a missing one)
+    for package in sorted((ROOT / "xorrelu").rglob("__init__.py")):
+        assert (site / package.relative_to(ROOT)).is_file(), package
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}

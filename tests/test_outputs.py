@@ -1,11 +1,13 @@
 """What a job writes: metrics.csv, summary.json, weights.pt — their schema,
 meaning and determinism."""
 
+import json
 import math
 import time
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import make_cfg
 
@@ -62,7 +64,7 @@ def test_summary_and_weights(train_run):
 
 
 def test_first_step_solved_is_where_the_solved_streak_starts(train_run):
-    summary, metrics, _ = train_run("activation=tanh", "steps=3000", "log_every=50", "replicas=4")
+    summary, metrics, _ = train_run("activation=tanh", "steps=3000", "replicas=4")
     metrics["solved"] = (metrics.accuracy == 1) & (metrics.cost < 0.1)
     for rep in summary["replicas"]:
         rows = metrics[metrics.seed == rep["seed"]]
@@ -129,3 +131,38 @@ def test_a_nan_replica_leaves_the_others_bit_identical(train_run, tmp_path):
     np.testing.assert_array_equal(
         dirty[dirty.seed != 2].to_numpy(float), clean[clean.seed != 2].to_numpy(float)
     )
+
+
+@pytest.mark.parametrize(
+    "run, shows",
+    [
+        (("activation=elu", "optimizer.lr=1", "depth=3"), "solved"),  # 13 of 16 solve
+        (("activation=elu", "optimizer.lr=3", "depth=4"), "diverged"),
+    ],
+)
+def test_the_logging_cadence_never_changes_the_outcomes(train_run, run, shows):
+    """Solved streaks, divergence and causes are tracked at every step: a sparse log gives the
+    same summary.json (to the last digit), only fewer rows."""
+    every, _, _ = train_run(*run, "steps=300")
+    sparse, metrics, _ = train_run(*run, "steps=300", "log_every=37", "log_first=5")
+    assert json.dumps(sparse["replicas"]) == json.dumps(every["replicas"])  # NaN equal to NaN
+    assert sorted(metrics.step.unique()) == [0, 1, 2, 3, 4, 5, *range(37, 300, 37), 300]
+    if shows == "solved":  # solved between two logged steps, and still exact
+        assert any(r["first_step_solved"] % 37 for r in every["replicas"] if r["solved"])
+    else:
+        assert any(r["diverged"] for r in every["replicas"])
+
+
+def test_a_run_in_three_parts_writes_what_train_writes(tmp_path, train_run):
+    """setup, loop, finish one by one (a notebook's way) give train()'s files."""
+    from xorrelu.train import finish, loop, setup
+
+    args = ("activation=tanh", "replicas=4", "steps=300")
+    _, _, whole = train_run(*args)
+    run = setup(make_cfg(*args), tmp_path / "parts")
+    assert run.engine.name == "autograd" and len(run.seeds) == 4
+    assert not (tmp_path / "parts").exists()  # setup writes nothing
+    loop(run)
+    summary = finish(run)
+    assert (tmp_path / "parts" / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    assert summary["replicas"] == json.loads((whole / "summary.json").read_text())["replicas"]

@@ -48,14 +48,10 @@ def start_and_stop(cwd, signum, *extra):
         stderr=subprocess.PIPE,
         text=True,
     )
-    summary = cwd / "job" / "summary.json"
-    deadline = time.monotonic() + 60
-    while (
-        not (summary.is_file() and '"running"' in summary.read_text())
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    time.sleep(0.5)  # the summary says "running" just before the first step
+    for line in proc.stdout:  # the first step is done once its line is printed
+        if line.startswith("step"):
+            break
+    time.sleep(0.3)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, err
@@ -312,3 +308,37 @@ def test_a_stopped_fused_run_resumes_byte_identical(tmp_path):
     assert (job / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     a, b = (torch.load(d / "weights.pt", weights_only=True)["final"] for d in (job, whole))
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_checkpoint_holds_exactly_what_resume_reads(tmp_path):
+    """Nothing saved that nothing reads (it once held an unread "rng")."""
+    train(make_cfg("steps=5", "replicas=2"), tmp_path / "job")
+    checkpoint = torch.load(tmp_path / "job" / "checkpoint.pt", weights_only=True)
+    assert set(checkpoint) == set(resume.CHECKPOINT)
+    assert set(checkpoint["recorder"]) == {"csv_bytes", *resume.RECORDER}
+
+
+def test_a_job_dir_from_before_the_refactor_still_resumes_and_plots(tmp_path):
+    """Written as 3ffbfeb wrote it: no log_first in its configs, the tracker's first step named
+    "since", an unread "rng" in the checkpoint. Extended by 20 steps, it ends as a 60-step run."""
+    import yaml
+
+    train(make_cfg("steps=40", "replicas=3", "plot=false"), tmp_path / "old")
+    train(make_cfg("steps=60", "replicas=3", "plot=false"), tmp_path / "new")
+    old = tmp_path / "old"
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["log_first"]
+    checkpoint["recorder"]["since"] = checkpoint["recorder"].pop("first_step_solved")
+    checkpoint["rng"] = torch.get_rng_state()
+    torch.save(checkpoint, old / "checkpoint.pt")
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["config"]["log_first"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    (old / ".hydra").mkdir()
+    (old / ".hydra" / "config.yaml").write_text(yaml.safe_dump(summary["config"]))
+    from xorrelu import plot
+
+    assert plot.main([str(old), "--out", str(tmp_path / "plots")]) == 0
+    assert resume.main([str(old), "--steps", "60"]) == 0
+    new = tmp_path / "new"
+    assert (old / "metrics.csv").read_bytes() == (new / "metrics.csv").read_bytes()

@@ -177,7 +177,7 @@ def test_the_memory_estimate_covers_a_real_run_without_overstating_it(tmp_path):
 
     from xorrelu.config import estimated_bytes
 
-    size = ["replicas=20000", "steps=3"]
+    size = ["replicas=100000", "steps=3"]  # the size config.estimated_bytes was measured at
     proc = subprocess.Popen(
         [sys.executable, "-m", "xorrelu", *size, "plot=false", f"hydra.run.dir={tmp_path}/job"],
         stdout=subprocess.DEVNULL,

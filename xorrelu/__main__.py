@@ -14,13 +14,7 @@ import sys
 from pathlib import Path
 
 from xorrelu import signals
-
-# A source checkout reads its top-level conf/; an installed package reads the copy installed as
-# xorrelu.conf (pyproject maps conf/ there).
-_CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_PATH = (
-    str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
-)
+from xorrelu.config import CONFIG_PATH
 
 _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`

@@ -12,10 +12,28 @@ import math
 import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Where Hydra finds the configs: a source checkout's top-level conf/, else the copy installed as
+# xorrelu.conf (pyproject maps conf/ there).
+_CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_PATH = (
+    str(_CHECKOUT_CONF) if (_CHECKOUT_CONF / "config.yaml").is_file() else "pkg://xorrelu.conf"
+)
+
+
+# Keys added after the first release, with the value that does what xorrelu did before them: a
+# job dir written before a key existed reads as if it had been set so (jobdir.read_config).
+ADDED_LATER = {"log_first": 0}
+
+
+def upgrade(config):
+    """An older job's config (a plain mapping) with the keys added since, at their old value."""
+    return {**ADDED_LATER, **config} if isinstance(config, dict) else config
 
 
 class ConfigError(ValueError):
@@ -111,7 +129,7 @@ class ParityConf(DatasetConf):
     bits: int = 3  # inputs; all 2**bits points, label = sum of bits mod 2 (bits=2 is XOR), 1..16
 
 
-class Engine(Enum):
+class EngineName(Enum):
     auto = "auto"  # fused when it is compiled and applies (elementwise activations), else autograd
     autograd = "autograd"  # the nn.Sequential and torch.optim as they are: the reference
     fused = "fused"  # explicit backward, replicas on the last axis; compiled per `compile`
@@ -135,9 +153,12 @@ class Config:
     seed: int = 0  # replica r starts from torch.Generator seeded seed + r, >= 0
     replicas: int = 16  # independent nets trained together (seeds seed .. seed+replicas-1), >= 1
     log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
+    log_first: int = 0  # and at every step up to this one (dense where the cost moves most), >= 0
     print_every: int = 1000  # print a console line every this many steps, >= 1
     device: Device = Device.auto  # auto | cpu | cuda
-    engine: Engine = Engine.auto  # auto | autograd | fused (same numbers, see README Performance)
+    engine: EngineName = (
+        EngineName.auto
+    )  # auto | autograd | fused (same numbers, see README Performance)
     # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
     compile: Any = "auto"
     threads: int = (
@@ -200,12 +221,21 @@ _UNIT_INTERVAL = (
 def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     """Raise ConfigError for the first value that is out of range or unknown. `check_memory`
     compares the run's size with this machine's free memory (off where jobs run elsewhere)."""
+    _refuse_unknown_keys(cfg, "")
+    _check_names(cfg)
+    _check_ranges(cfg)
+    _check_machine(cfg)
+    if check_memory:
+        _check_memory(cfg)
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """Each group's name is in its registry; engine=fused only with what it runs."""
     from xorrelu.activations import ACTIVATIONS
     from xorrelu.data import DATASETS
     from xorrelu.init import INITIALIZERS
     from xorrelu.optimizers import OPTIMIZERS
 
-    _refuse_unknown_keys(cfg, "")
     for group, registry in (
         ("activation", ACTIVATIONS),
         ("init", INITIALIZERS),
@@ -215,21 +245,7 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         name = cfg[group].name
         if name not in registry:
             raise ConfigError(f"{group}.name", name, f"one of {', '.join(registry)}")
-    for key in _AT_LEAST_1:
-        _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
-    last_seed = (
-        2**63 - cfg.replicas
-    )  # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
-    _check(
-        cfg,
-        "seed",
-        lambda v: 0 <= v <= last_seed,
-        f"an integer from 0 to 2**63 - replicas = {last_seed}",
-    )
-    _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
-    if cfg.compile not in ("auto", True, False):
-        raise ConfigError("compile", cfg.compile, "auto, true or false")
-    if Engine(cfg.engine) is Engine.fused:
+    if EngineName(cfg.engine) is EngineName.fused:
         fused = ACTIVATIONS.names(lambda activation: activation.fused)
         if cfg.activation.name not in fused:
             raise ConfigError(
@@ -237,6 +253,23 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
                 "fused",
                 f"the fused engine runs {', '.join(sorted(fused))}; use engine=autograd or auto",
             )
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key in _AT_LEAST_1:
+        _check(cfg, key, lambda v: v >= 1, "an integer >= 1")
+    # seeds seed .. seed + replicas - 1 fit metrics.csv's int64 seed column
+    last_seed = 2**63 - cfg.replicas
+    _check(
+        cfg,
+        "seed",
+        lambda v: 0 <= v <= last_seed,
+        f"an integer from 0 to 2**63 - replicas = {last_seed}",
+    )
+    _check(cfg, "threads", lambda v: v >= 0, "an integer >= 0 (0 = PyTorch's default)")
+    _check(cfg, "log_first", lambda v: v >= 0, "an integer >= 0")
+    if cfg.compile not in ("auto", True, False):
+        raise ConfigError("compile", cfg.compile, "auto, true or false")
     for key in _POSITIVE:
         _check(cfg, key, lambda v: 0 < v < math.inf, "a finite number > 0")
     for key in _FINITE:
@@ -245,6 +278,10 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
         _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
+
+
+def _check_machine(cfg: DictConfig) -> None:
+    """What this machine must have: tensorboard when asked for, a GPU for device=cuda."""
     if cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401
@@ -261,8 +298,6 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
             raise ConfigError(
                 "device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto"
             )
-    if check_memory:
-        _check_memory(cfg)
 
 
 def estimated_bytes(cfg) -> int:

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import secrets
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,30 +39,54 @@ def write_atomic(path: Path, content) -> None:
     new one, never part of one. The temp name is new (O_EXCL), so no other file is touched, and
     it is removed when the write fails or is interrupted."""
     path = Path(path)
+    # Stop signals wait while the temp file is made and named: a Ctrl-C landing between its
+    # creation and the `try` below would leave it behind. They come in inside the `try`.
+    before = _block_stop_signals()
+    try:
+        fd, tmp = _open_beside(path)
+        try:
+            _restore_signals(before)
+            with os.fdopen(fd, "wb") as file:
+                if isinstance(content, bytes):
+                    file.write(content)
+                else:
+                    content(file)
+                file.flush()
+                os.fsync(file.fileno())  # the data is on disk before the name points at it
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)  # ours: made just above by this process
+            except OSError:
+                pass
+            raise
+    finally:
+        _restore_signals(before)
+
+
+def _open_beside(path: Path) -> tuple[int, Path]:
+    """A new temp file beside `path` (O_EXCL: never one that exists), open for writing."""
     for _ in range(100):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
-    else:
-        raise FileExistsError(f"no free temp name beside {path}")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            if isinstance(content, bytes):
-                file.write(content)
-            else:
-                content(file)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)  # ours: made just above by this process
-        except OSError:
-            pass
-        raise
+    raise FileExistsError(f"no free temp name beside {path}")
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2}
+
+
+def _block_stop_signals():
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals are delivered to the main thread only
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _restore_signals(before) -> None:
+    if before is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def write_json(path: Path, obj: Any) -> None:

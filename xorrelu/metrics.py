@@ -23,7 +23,7 @@ from torch import nn
 
 from xorrelu.activations import Activation, BatchedPReLU
 from xorrelu.model import BatchedLinear
-from xorrelu.outcomes import STUCK_SLOPE, Outcomes
+from xorrelu.outcomes import STUCK_SLOPE, Outcomes, blank
 
 METRICS = ("cost", "accuracy", "grad_norm", "stuck_frac")  # in the order of the columns
 
@@ -35,6 +35,17 @@ def columns(depth: int) -> list[str]:
         + [f"grad_norm_{i}" for i in range(1, layers + 1)]
         + [f"stuck_frac_{i}" for i in range(1, depth + 1)]
     )
+
+
+def logged(cfg, step: int) -> bool:
+    """Whether metrics.csv gets a row at `step`: every log_every steps, every step up to
+    log_first, and the last step."""
+    return step % cfg.log_every == 0 or step <= cfg.log_first or step == cfg.steps
+
+
+def last_logged_before(cfg, step: int) -> int:
+    """The last step before `step` (> 0) that has a row (a resumed file must end with it)."""
+    return max(cfg.log_every * ((step - 1) // cfg.log_every), min(step - 1, cfg.log_first))
 
 
 def forward(model: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -89,22 +100,28 @@ def prelu_slopes(model: nn.Sequential) -> torch.Tensor | None:
 
 
 def stuck_frac(
-    pre_activations: list[torch.Tensor], act: Activation, act_cfg, prelu: torch.Tensor | None = None
+    pre_activations: list[torch.Tensor],
+    activation: Activation,
+    activation_cfg,
+    prelu: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[hidden layers, replicas]: fraction of units whose |slope| < 1% of the peak
     at every point."""
     z = torch.stack(pre_activations)  # [depth, replicas, points, units * pieces]
-    slopes = act.slope(act_cfg, z, prelu).abs()
-    stuck = (slopes < STUCK_SLOPE * act.peak_slope(act_cfg)).all(dim=2)  # [depth, replicas, units]
+    slopes = activation.slope(activation_cfg, z, prelu).abs()
+    stuck = (slopes < STUCK_SLOPE * activation.peak_slope(activation_cfg)).all(
+        dim=2
+    )  # [depth, replicas, units]
     return stuck.to(z.dtype).mean(2)
 
 
 class Recorder:
-    """Buffers logged rows and appends them to metrics.csv in whole chunks: every `flush_rows`
-    rows or `flush_seconds` seconds. Each chunk first goes through the run's outcome tracker
-    (xorrelu.outcomes), which blanks out the rows of diverged replicas; a chunk's work is
-    vectorized over its steps, so logging every step stays cheap. With `resume_at` (a byte
-    offset in metrics.csv) it drops any rows written after it and appends from there.
+    """Takes every step's metrics, and appends the logged ones to metrics.csv in whole chunks:
+    every `flush_rows` rows or `flush_seconds` seconds. Each chunk first goes through the
+    run's outcome tracker (xorrelu.outcomes): every step's cost and accuracy, then the logged
+    rows, blanked from where a replica diverged. A chunk's work is vectorized over its steps,
+    so logging every step stays cheap. With `resume_at` (a byte offset in metrics.csv) it drops
+    any rows written after it and appends from there.
     """
 
     def __init__(
@@ -113,6 +130,7 @@ class Recorder:
         depth: int,
         seeds: list[int],
         outcomes: Outcomes,
+        *,
         resume_at: int | None = None,
         flush_rows: int = 200_000,
         flush_seconds: float = 5.0,
@@ -132,27 +150,45 @@ class Recorder:
             self.file = open(path, "wb", buffering=0)
             self.size = 0
             self._append(self._csv(self.schema.empty_table(), header=True))
-        self.steps: list[int] = []
-        self.rows: list[dict[str, torch.Tensor]] = []
+        self.steps: list[int] = []  # every step taken since the last flush
+        self.every_step: list[dict[str, torch.Tensor]] = []  # their cost and accuracy
+        self.logged: list[int] = []  # which of them are logged (indexes into self.steps)
+        self.rows: list[dict[str, torch.Tensor]] = []  # the logged rows (all four metrics)
         self.last_flush = time.monotonic()
 
-    def add(self, step: int, row: dict[str, torch.Tensor]) -> None:
-        """row: the named metrics of every replica at `step` (all four: see the top)."""
+    def add(self, step: int, metrics: dict[str, torch.Tensor], logged: bool) -> None:
+        """The metrics of every replica at `step`: cost and accuracy at every step, all four
+        (see the top) at a logged step."""
         self.steps.append(step)
-        self.rows.append(row)
+        self.every_step.append({"cost": metrics["cost"], "accuracy": metrics["accuracy"]})
+        if logged:
+            self.logged.append(len(self.steps) - 1)
+            self.rows.append(metrics)
+        replicas = len(self.seeds)
         if (
-            len(self.steps) * len(self.seeds) >= self.flush_rows
+            len(self.rows) * replicas >= self.flush_rows
+            or len(self.steps) * replicas >= 10 * self.flush_rows  # unlogged: two numbers each
             or time.monotonic() - self.last_flush > self.flush_seconds
         ):
             self.flush()
 
     def flush(self) -> None:
-        rows, steps = self.rows, self.steps  # taken out first: a failed write is not tried twice
-        self.rows, self.steps = [], []
+        # taken out first: a failed write is not tried twice
+        steps, every_step, logged, rows = self.steps, self.every_step, self.logged, self.rows
+        self.steps, self.every_step, self.logged, self.rows = [], [], [], []
         self.last_flush = time.monotonic()
-        if steps:
+        if not steps:
+            return
+        cost = torch.stack([m["cost"] for m in every_step])
+        accuracy = torch.stack([m["accuracy"] for m in every_step])
+        diverged = self.outcomes.update(steps, cost, accuracy)
+        if rows:
+            at = torch.tensor(logged, device=diverged.device)
             chunk = {name: torch.stack([row[name] for row in rows]) for name in METRICS}
-            self._write(steps, self.outcomes.update(steps, chunk))
+            kept = {name: blank(values, diverged[at]) for name, values in chunk.items()}
+            logged_steps = [steps[i] for i in logged]
+            self.outcomes.see_rows(logged_steps, kept)
+            self._write(logged_steps, kept)
 
     def _write(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> None:
         """The rows of `chunk` in the column order of `columns`, one per step and seed."""

@@ -40,8 +40,8 @@ class BatchedLinear(nn.Module):
 
 def build_model(cfg, in_features: int) -> nn.Sequential:
     """depth hidden layers of `width` units, then one output logit; initialized per replica."""
-    act = ACTIVATIONS.get(cfg.activation.name)
-    pieces = act.pieces(cfg.activation)
+    activation = ACTIVATIONS.get(cfg.activation.name)
+    pieces = activation.pieces(cfg.activation)
     sizes = [in_features] + [cfg.width] * cfg.depth + [1]
     layers: list[nn.Module] = []
     for i in range(cfg.depth + 1):
@@ -50,7 +50,7 @@ def build_model(cfg, in_features: int) -> nn.Sequential:
             BatchedLinear(cfg.replicas, sizes[i], sizes[i + 1] * (pieces if hidden else 1))
         )
         if hidden:
-            layers.append(act.build(cfg.activation, cfg.replicas, cfg.width))
+            layers.append(activation.build(cfg.activation, cfg.replicas, cfg.width))
     model = nn.Sequential(*layers)
     initialize(model, cfg.init, seeds=range(cfg.seed, cfg.seed + cfg.replicas))
     return model
@@ -92,12 +92,13 @@ def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
 
 
 def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
-    """The batched model of a finished job, from its summary.json (config) and weights.pt, both
-    read within bounds (xorrelu.jobdir): a damaged or hostile file raises JobDirError."""
-    from xorrelu.jobdir import load_weights, read_summary
+    """The batched model of a finished job, from its config (summary.json's, else
+    .hydra/config.yaml's) and weights.pt, all read within bounds (xorrelu.jobdir): a damaged or
+    hostile file raises JobDirError."""
+    from xorrelu.jobdir import load_weights, read_config
 
     job_dir = Path(job_dir)
-    cfg = OmegaConf.create(read_summary(job_dir)["config"])
+    cfg = OmegaConf.create(read_config(job_dir)[0])
     state = load_weights(job_dir)
     x, _ = make_dataset(cfg.dataset)
     model = build_model(cfg, x.shape[1])

@@ -18,21 +18,21 @@ from xorrelu.registry import Registry
 class Optimizer:
     name: str
     build: Callable[..., torch.optim.Optimizer]  # (params, c) -> torch.optim optimizer
-    update: Callable[..., None]  # (c, p, g, state, t): p -= the step, in place
+    update: Callable[..., None]  # (c, p, g, state, *, t): p -= the step, in place
     slots: int  # state buffers per parameter
 
 
-def _sgd(c, p, g, state, t) -> None:
+def _sgd(c, p, g, state, *, t) -> None:
     p.sub_(c.lr * g)
 
 
-def _momentum(c, p, g, state, t) -> None:
+def _momentum(c, p, g, state, *, t) -> None:
     (buf,) = state  # torch.optim.SGD starts the buffer at the first gradient
     buf.copy_(torch.where(t == 1, g, buf * c.momentum + g))
     p.sub_(c.lr * (g + c.momentum * buf if c.nesterov else buf))
 
 
-def _adam(c, p, g, state, t) -> None:
+def _adam(c, p, g, state, *, t) -> None:
     m, v = state
     m.lerp_(g, 1 - c.beta1)
     v.mul_(c.beta2).addcmul_(g, g, value=1 - c.beta2)
@@ -41,7 +41,7 @@ def _adam(c, p, g, state, t) -> None:
     p.sub_(step_size * m / denom)
 
 
-def _rmsprop(c, p, g, state, t) -> None:
+def _rmsprop(c, p, g, state, *, t) -> None:
     (v,) = state
     v.mul_(c.alpha).addcmul_(g, g, value=1 - c.alpha)
     p.sub_(c.lr * g / (v.sqrt() + c.eps))

@@ -1,7 +1,7 @@
 """What happened to each replica, and the definitions behind the words.
 
 - solved: accuracy 1.0 and cost below SOLVED_COST = 0.1 (the constant output h = 1/2 sits at
-  ln 2 = 0.693, far above). `first_step_solved` is the first logged step from which a replica
+  ln 2 = 0.693, far above). `first_step_solved` is the first step from which a replica
   stays solved to the end of the run.
 - diverged: its cost became NaN or inf; from then on its rows in metrics.csv are NaN.
 - stuck (a unit, at a step): |f'(z)| < STUCK_SLOPE = 1% of the activation's peak slope at every
@@ -24,9 +24,11 @@ An unsolved replica gets one cause, the first of these that holds:
   run's steps (more steps would likely solve it).
 - other: none of the above.
 
-`Outcomes` computes all of it from the logged metrics, chunk by chunk as they are logged: the
-training job feeds it its rows (xorrelu.train), the analysis feeds it a metrics.csv
-(xorrelu.results), and both get the same answer from the same code.
+`Outcomes` computes all of it chunk by chunk as training goes: the cost and accuracy of every
+step (logged or not: the outcome does not depend on `log_every`), and the logged rows for the
+gradient ratio at step 0 and the final stuck fractions. The training job feeds it (xorrelu.train,
+through the Recorder); for a job that never finished, the analysis feeds it the logged rows of
+its metrics.csv (xorrelu.results).
 """
 
 from __future__ import annotations
@@ -61,21 +63,14 @@ class Outcomes:
     rows. Its state (`state_dict`) is what a checkpoint keeps so a resumed run goes on exactly.
 
     State, one value per replica:
-      diverged           the cost was NaN or inf at some logged step
-      first_step_solved  first logged step of the current solved streak; -1 while unsolved
+      diverged           the cost was NaN or inf at some step
+      first_step_solved  first step of the current solved streak; -1 while unsolved
       first_ratio        grad_norm_1 / grad_norm_L at step 0 (NaN for 0/0)
       below_ln2          the cost was ever below ln 2 - LN2_BAND
-      cost_at_90         the cost at the last logged step <= SLOW_AT * run_steps
+      cost_at_90         the cost at the last step <= SLOW_AT * run_steps
     """
 
-    # checkpoint key -> attribute; "since" is first_step_solved's name in checkpoints
-    STATE = {
-        "diverged": "diverged",
-        "since": "first_step_solved",
-        "first_ratio": "first_ratio",
-        "below_ln2": "below_ln2",
-        "cost_at_90": "cost_at_90",
-    }
+    STATE = ("diverged", "first_step_solved", "first_ratio", "below_ln2", "cost_at_90")
 
     def __init__(self, replicas: int, run_steps: int, device="cpu"):
         self.slow_mark = SLOW_AT * run_steps
@@ -86,25 +81,27 @@ class Outcomes:
         self.cost_at_90 = torch.full((replicas,), float("nan"), device=device)
         self.last: dict[str, torch.Tensor] | None = None  # the last logged row, NaN if diverged
 
-    def update(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Take logged rows at `steps` (increasing): chunk["cost"], ["accuracy"] [steps,
-        replicas], ["grad_norm"] [steps, layers, replicas], ["stuck_frac"] [steps, hidden
-        layers, replicas]. Returns the chunk as metrics.csv keeps it: NaN from where a replica
-        diverged."""
-        cost, accuracy = chunk["cost"], chunk["accuracy"]
+    def update(self, steps: list[int], cost: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+        """Take the cost and accuracy [steps, replicas] at every step in `steps` (increasing,
+        logged or not, so that the outcome never depends on the logging cadence). Returns
+        `diverged` [steps, replicas]: where a replica's rows are to be blanked out."""
         step = torch.tensor(steps, device=cost.device)
         diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
-        kept = {name: _blank(values, diverged) for name, values in chunk.items()}
         self._track_streaks(step, solved(cost, accuracy) & ~diverged)
         self.diverged = diverged[-1]
-        if steps[0] == 0:  # how much of the gradient reaches the input layer at the start
-            self.first_ratio = kept["grad_norm"][0, 0] / kept["grad_norm"][0, -1]
         self.below_ln2 |= (cost < LN2 - LN2_BAND).any(0)
         before_mark = step <= self.slow_mark
         if before_mark.any():
-            self.cost_at_90 = kept["cost"][int(before_mark.nonzero().max())]
-        self.last = {name: values[-1] for name, values in kept.items()}
-        return kept
+            at = int(before_mark.nonzero().max())
+            self.cost_at_90 = blank(cost[at], diverged[at])
+        return diverged
+
+    def see_rows(self, steps: list[int], rows: dict[str, torch.Tensor]) -> None:
+        """Take the logged rows at `steps`, blanked (`blank`): grad_norm [steps, layers,
+        replicas] at step 0 gives the gradient ratio, the last row the final stuck fractions."""
+        if steps[0] == 0:  # how much of the gradient reaches the input layer at the start
+            self.first_ratio = rows["grad_norm"][0, 0] / rows["grad_norm"][0, -1]
+        self.last = {name: values[-1] for name, values in rows.items()}
 
     def _track_streaks(self, step: torch.Tensor, solved_now: torch.Tensor) -> None:
         """first_step_solved: the step after the last unsolved one in this chunk, or the
@@ -139,14 +136,17 @@ class Outcomes:
         ]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {key: getattr(self, attr).cpu().clone() for key, attr in self.STATE.items()}
+        return {name: getattr(self, name).cpu().clone() for name in self.STATE}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for key, attr in self.STATE.items():
-            getattr(self, attr).copy_(state[key])
+        for name in self.STATE:
+            getattr(self, name).copy_(state[name])
 
 
-def _blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:
-    """values [steps, ..., replicas] with NaN where diverged [steps, replicas]."""
-    mask = diverged.reshape(diverged.shape[:1] + (1,) * (values.dim() - 2) + diverged.shape[1:])
-    return values.masked_fill(mask, float("nan"))
+def blank(values: torch.Tensor, diverged: torch.Tensor) -> torch.Tensor:
+    """values [..., replicas] with NaN where `diverged` [replicas] (or [steps, replicas] for
+    values [steps, ..., replicas]): metrics.csv keeps no number of a diverged replica."""
+    if values.dim() > diverged.dim():
+        middle = (1,) * (values.dim() - diverged.dim())
+        diverged = diverged.reshape(diverged.shape[:-1] + middle + diverged.shape[-1:])
+    return values.masked_fill(diverged, float("nan"))

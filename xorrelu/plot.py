@@ -35,6 +35,7 @@ import html  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -47,16 +48,24 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
-from xorrelu.jobdir import JobDirError, load_weights  # noqa: E402
-from xorrelu.metrics import forward  # noqa: E402
+from xorrelu.jobdir import (  # noqa: E402
+    JobDirError,
+    find_jobs,
+    load_weights,
+    one_line,
+    present,
+    read_config,
+)
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
+    PER_LAYER,
+    Job,
     ResultsError,
     column_name,
     fixed_description,
     job_outcomes,
-    nested_config,
+    unusable,
     usable_jobs,
     varying_keys,
 )
@@ -86,6 +95,7 @@ PLATEAUS = dict(
     )
 )
 MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
+MAX_FAINT = 50  # a group with at most this many replicas draws each one's cost
 CAUSE_COLORS = {
     "solved": "#009E73",
     "diverged": "#000000",
@@ -103,9 +113,40 @@ MAX_NAME = 100  # characters of a group label in a file name
 
 
 @dataclass
+class JobCurves:
+    """What the plots need of one job's metrics.csv (reduce_job); its rows are not kept."""
+
+    steps: np.ndarray  # up to MAX_POINTS of its logged steps, evenly spaced as _thin picks them
+    seeds: np.ndarray  # its replicas, in order
+    series: dict  # cost, accuracy, grad_norm_i -> [steps, replicas] float32, NaN where not logged
+    layers: list  # per-layer columns that hold a value at some logged step (not only those kept)
+    first_step: int
+    first: pd.DataFrame  # per-layer columns of the rows at its first logged step
+    last: pd.DataFrame  # per-layer columns of the rows at its last logged step
+    outcomes: pd.DataFrame  # results.job_outcomes: one row per replica
+
+
+@dataclass
+class Curves:
+    """One group's estimates, as the plots draw them: per step (at most MAX_POINTS steps) over
+    every replica of the group's jobs, and per layer at the first and the last step."""
+
+    steps: np.ndarray
+    cost_quartiles: np.ndarray  # [3, steps]: 25%, 50%, 75% quantiles over replicas
+    cost_replicas: np.ndarray | None  # [steps, replicas] when there are <= MAX_FAINT replicas
+    drawable: bool  # some cost is positive and finite (a log axis has something to show)
+    solved: np.ndarray  # fraction of replicas solved
+    accuracy: np.ndarray  # mean accuracy over replicas
+    grad_norms: dict  # grad_norm_i -> median over replicas per step, layer 1 first
+    start: dict  # "grad_norm_" / "stuck_frac_" -> Series by layer: median / mean at the first step
+    end: dict  # the same at each job's last step
+
+
+@dataclass
 class Results:
-    metrics: pd.DataFrame  # every logged row, with "group" (label) and "job"
-    replicas: pd.DataFrame  # one row per replica: outcomes, with "group"
+    curves: dict  # group label -> Curves
+    jobs: list[str]  # every plotted job dir
+    replicas: pd.DataFrame  # one row per replica: outcomes, with "group" and "job"
     summary: pd.DataFrame  # one row per group (stats.group_summary)
     keys: list[str]  # the varying config keys, as column names
     configs: list[dict]  # each job's flat config
@@ -120,20 +161,22 @@ class Results:
 
 
 def collect(paths: list[str | Path]) -> Results:
-    jobs, skipped = usable_jobs(paths)
+    """Every job below `paths`, each reduced to its JobCurves as it is read (its rows dropped
+    before the next job is read), then pooled per group into Curves."""
+    jobs, skipped = usable_jobs(paths, reduce=reduce_job)
     keys = varying_keys([j.config for j in jobs])
     columns = [column_name(k) for k in keys]
-    metrics, replicas = [], []
+    replicas, members = [], {}
     for job in jobs:
         label = ", ".join(f"{column_name(k)}={job.config.get(k)}" for k in keys) or "all"
         values = {column_name(k): job.config.get(k) for k in keys}
-        metrics.append(job.metrics.assign(job=str(job.path), group=label))
-        replicas.append(job_outcomes(job).assign(job=str(job.path), group=label, **values))
-    metrics, replicas = (
-        pd.concat(metrics, ignore_index=True),
-        pd.concat(replicas, ignore_index=True),
-    )
+        replicas.append(job.reduced.outcomes.assign(job=str(job.path), group=label, **values))
+        members.setdefault(label, []).append(job.reduced)
+    replicas = pd.concat(replicas, ignore_index=True)
     groups = list(dict.fromkeys(replicas.group))
+    curves = {}
+    for group in groups:
+        curves[group] = group_curves(members.pop(group))  # each job's series freed with it
     summary = group_summary(replicas, columns)
     configs = [j.config for j in jobs]
     not_completed = [(str(j.path), _why_not_completed(j)) for j in jobs if j.status != "completed"]
@@ -142,22 +185,109 @@ def collect(paths: list[str | Path]) -> Results:
         for s in skipped
     ]  # path once
     return Results(
-        metrics,
-        replicas,
-        summary,
-        columns,
-        configs,
-        groups,
-        fixed_description(configs),
-        not_completed,
+        curves=curves,
+        jobs=[str(j.path) for j in jobs],
+        replicas=replicas,
+        summary=summary,
+        keys=columns,
+        configs=configs,
+        groups=groups,
+        title=fixed_description(configs),
+        not_completed=not_completed,
     )
+
+
+def _thin(n: int) -> np.ndarray:
+    """Positions of the steps drawn out of n: all of them, or MAX_POINTS evenly spaced."""
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(int))
+
+
+def _layer_names(columns, prefix: str) -> list[str]:
+    return sorted((c for c in columns if c.startswith(prefix)), key=lambda c: int(c[len(prefix) :]))
+
+
+def reduce_job(job: Job) -> JobCurves:
+    """One job's rows reduced to what the plots draw: its outcomes, its per-replica values at up
+    to MAX_POINTS steps, and its per-layer rows at its first and last step."""
+    metrics = job.metrics
+    outcomes = job_outcomes(job)
+    step, seed = metrics.step.to_numpy(), metrics.seed.to_numpy()
+    steps, seeds = np.unique(step), np.unique(seed)
+    kept = _thin(len(steps))
+    position = np.full(len(steps), -1)
+    position[kept] = np.arange(len(kept))
+    row = position[np.searchsorted(steps, step)]
+    chosen = row >= 0
+    row, column = row[chosen], np.searchsorted(seeds, seed[chosen])
+    layers = [c for c in metrics.columns if PER_LAYER.fullmatch(c)]
+    series = {}
+    for name in ["cost", "accuracy", *_layer_names(layers, "grad_norm_")]:
+        table = np.full((len(kept), len(seeds)), np.nan, dtype=np.float32)
+        table[row, column] = metrics[name].to_numpy()[chosen]
+        series[name] = table
+    return JobCurves(
+        steps=steps[kept],
+        seeds=seeds,
+        series=series,
+        layers=[c for c in layers if metrics[c].notna().any()],
+        first_step=int(steps[0]),
+        first=metrics.loc[step == steps[0], layers].reset_index(drop=True),
+        last=metrics.loc[step == steps[-1], layers].reset_index(drop=True),
+        outcomes=outcomes,
+    )
+
+
+def group_curves(parts: list[JobCurves]) -> Curves:
+    """Pool the replicas of a group's jobs: at the union of their kept steps (thinned again to
+    MAX_POINTS when they differ), quantiles, medians and means over every replica, as they were
+    over every row. Frees each job's series once used."""
+    steps = np.unique(np.concatenate([p.steps for p in parts]))
+    steps = steps[_thin(len(steps))]
+
+    def table(name: str) -> np.ndarray:  # [steps, every replica of the group], float64
+        blocks = []
+        for part in parts:
+            block = np.full((len(steps), len(part.seeds)), np.nan)
+            if name in part.series:
+                at = np.searchsorted(steps, part.steps).clip(max=len(steps) - 1)
+                hit = steps[at] == part.steps
+                block[at[hit]] = part.series[name][hit]
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1)
+
+    layers = {c for part in parts for c in part.layers}
+    with warnings.catch_warnings():  # a step where every replica is NaN gives NaN, as it should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cost, accuracy = table("cost"), table("accuracy")
+        curves = Curves(
+            steps=steps,
+            cost_quartiles=np.nanquantile(cost, [0.25, 0.5, 0.75], axis=1),
+            cost_replicas=cost if cost.shape[1] <= MAX_FAINT else None,
+            drawable=bool(((cost > 0) & np.isfinite(cost)).any()),
+            solved=solved(cost, accuracy).mean(axis=1),
+            accuracy=np.nanmean(accuracy, axis=1),
+            grad_norms={
+                name: np.nanmedian(table(name), axis=1)
+                for name in _layer_names(layers, "grad_norm_")
+            },
+            start={},
+            end={},
+        )
+    first_step = min(part.first_step for part in parts)
+    first = pd.concat([p.first for p in parts if p.first_step == first_step], ignore_index=True)
+    last = pd.concat([p.last for p in parts], ignore_index=True)
+    for prefix in ("grad_norm_", "stuck_frac_"):
+        curves.start[prefix], curves.end[prefix] = _profile(first, prefix), _profile(last, prefix)
+    for part in parts:
+        part.series = {}
+    return curves
 
 
 def _why_not_completed(job) -> str:
     """A job that is plotted but did not finish, as the report lists it."""
-    error = (
-        f" ({job.error.strip().splitlines()[0][:200]})" if job.error and job.error.strip() else ""
-    )
+    error = f" ({one_line(job.error)})" if job.error and job.error.strip() else ""
     return {
         "running": "status running: killed (SIGKILL, power loss) or still running; "
         "plotted up to its last flushed row",
@@ -174,29 +304,19 @@ def _axes(ax):
     return ax
 
 
-def _per_step(results: Results, group: str, column: str) -> pd.DataFrame:
-    """[step, replica] table of one column for one group, thinned to at most MAX_POINTS steps."""
-    rows = results.metrics[results.metrics.group == group]
-    table = rows.set_index(["step", "job", "seed"])[column].unstack(["job", "seed"]).sort_index()
-    if len(table) > MAX_POINTS:
-        keep = np.unique(np.linspace(0, len(table) - 1, MAX_POINTS).round().astype(int))
-        table = table.iloc[keep]
-    return table
-
-
 def plot_cost(results: Results, ax=None):
     """Cost vs step: median over replicas, interquartile band, faint replicas when <= 50."""
     ax = _axes(ax)
     # any positive, finite cost: when every replica diverged, a log axis has nothing to show
     drawable = False
     for group in results.groups:
-        table, color = _per_step(results, group, "cost"), results.color(group)
-        drawable |= bool(((table.values > 0) & np.isfinite(table.values)).any())
-        if table.shape[1] <= 50:
-            ax.plot(table.index, table.values, color=color, alpha=0.15, linewidth=0.6)
-        q25, median, q75 = (table.quantile(q, axis=1) for q in (0.25, 0.5, 0.75))
-        ax.fill_between(table.index, q25, q75, color=color, alpha=0.25, linewidth=0)
-        ax.plot(table.index, median, color=color, linewidth=2, label=f"{group} (median, IQR)")
+        curves, color = results.curves[group], results.color(group)
+        drawable |= curves.drawable
+        if curves.cost_replicas is not None:
+            ax.plot(curves.steps, curves.cost_replicas, color=color, alpha=0.15, linewidth=0.6)
+        q25, median, q75 = curves.cost_quartiles
+        ax.fill_between(curves.steps, q25, q75, color=color, alpha=0.25, linewidth=0)
+        ax.plot(curves.steps, median, color=color, linewidth=2, label=f"{group} (median, IQR)")
     ax.set(
         yscale="log" if drawable else "linear",
         xlabel="step",
@@ -211,21 +331,17 @@ def plot_accuracy(results: Results, ax=None):
     """Fraction of replicas solved vs step (solid) and mean accuracy (dashed)."""
     ax = _axes(ax)
     for group in results.groups:
-        cost, acc, color = (
-            _per_step(results, group, "cost"),
-            _per_step(results, group, "accuracy"),
-            results.color(group),
-        )
+        curves, color = results.curves[group], results.color(group)
         ax.plot(
-            cost.index,
-            solved(cost, acc).mean(axis=1),
+            curves.steps,
+            curves.solved,
             color=color,
             linewidth=2,
             label=f"{group}: solved",
         )
         ax.plot(
-            acc.index,
-            acc.mean(axis=1),
+            curves.steps,
+            curves.accuracy,
             color=color,
             linewidth=1,
             linestyle="--",
@@ -242,10 +358,7 @@ def plot_accuracy(results: Results, ax=None):
 
 
 def _layer_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
-    return sorted(
-        (c for c in frame.columns if c.startswith(prefix) and frame[c].notna().any()),
-        key=lambda c: int(c.rsplit("_", 1)[1]),
-    )
+    return _layer_names((c for c in frame.columns if frame[c].notna().any()), prefix)
 
 
 def plot_grad_norms(results: Results, group: str, ax=None):
@@ -254,16 +367,16 @@ def plot_grad_norms(results: Results, group: str, ax=None):
     import matplotlib
 
     ax = _axes(ax)
-    columns = _layer_columns(results.metrics[results.metrics.group == group], "grad_norm_")
+    curves = results.curves[group]
+    columns = list(curves.grad_norms)
     cmap = matplotlib.colormaps["viridis"]
     for i, column in enumerate(columns):
-        median = _per_step(results, group, column).median(axis=1)
         label = f"layer {i + 1}" + (
             " (input)" if i == 0 else " (output)" if i == len(columns) - 1 else ""
         )
         ax.plot(
-            median.index,
-            median,
+            curves.steps,
+            curves.grad_norms[column],
             color=cmap(i / max(1, len(columns) - 1)),
             linewidth=1.2,
             label=label if i in (0, len(columns) - 1) else None,
@@ -274,12 +387,9 @@ def plot_grad_norms(results: Results, group: str, ax=None):
     return ax
 
 
-def _profile(results: Results, group: str, prefix: str, at: str) -> pd.Series:
-    rows = results.metrics[results.metrics.group == group]
-    rows = rows[
-        rows.step
-        == (rows.step.min() if at == "first" else rows.groupby("job").step.transform("max"))
-    ]
+def _profile(rows: pd.DataFrame, prefix: str) -> pd.Series:
+    """Per layer over `rows` (the rows of one step): the median gradient norm or the mean
+    stuck fraction, of the layers with a value there."""
     columns = _layer_columns(rows, prefix)
     values = rows[columns].median() if prefix == "grad_norm_" else rows[columns].mean()
     values.index = [int(c.rsplit("_", 1)[1]) for c in columns]
@@ -291,10 +401,7 @@ def _plot_start_and_end(results: Results, prefix: str, ax) -> None:
     one color per group."""
     for group in results.groups:
         color = results.color(group)
-        start, end = (
-            _profile(results, group, prefix, "first"),
-            _profile(results, group, prefix, "last"),
-        )
+        start, end = results.curves[group].start[prefix], results.curves[group].end[prefix]
         ax.plot(
             start.index,
             start,
@@ -358,7 +465,7 @@ def plot_outcomes(results: Results, ax=None):
     return ax
 
 
-def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "final", ax=None):
+def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str = "final", ax=None):
     """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points."""
     ax = _axes(ax)
     model, seeds = _load_model(job, which)
@@ -368,7 +475,10 @@ def plot_decision_boundary(results: Results, job: str, seed: int, which: str = "
     )
     r = seeds.index(seed)
     with torch.no_grad():
-        h = torch.sigmoid(forward(model, grid)[0][r]).reshape(len(side), len(side)).numpy()
+        # the model's own forward, not metrics.forward: no layer's values are kept, so memory
+        # stays one layer's values of every replica at a time
+        logits = model(grid.expand(len(seeds), -1, -1))[r, :, 0]
+        h = torch.sigmoid(logits).reshape(len(side), len(side)).numpy()
     ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
     x, y = make_dataset(OmegaConf.create({"name": "xor"}))
     ax.scatter(
@@ -400,12 +510,12 @@ def _load_model(job: str, which: str):
         try:
             state = load_weights(Path(job))  # bounded: a zip bomb is refused unread
             seeds = state["seeds"]
-            cfg = OmegaConf.create(nested_config(Path(job))[0])
+            cfg = OmegaConf.create(read_config(Path(job))[0])
             _check_fits(cfg, state[which], len(seeds))
             model = build_model(cfg, dataset_shape(cfg.dataset)[1])
             model.load_state_dict(state[which])
         except JobDirError as error:
-            raise ResultsError(str(error)) from None
+            raise unusable(error) from None
         except (
             RuntimeError,
             KeyError,
@@ -416,8 +526,7 @@ def _load_model(job: str, which: str):
             OmegaConfBaseException,
         ) as error:
             raise ResultsError(
-                f"{path} is not a weights file written by xorrelu "
-                f"({str(error).strip().splitlines()[0][:160]})"
+                f"{path} is not a weights file written by xorrelu ({one_line(error, 160)})"
             ) from None
         _MODELS[key] = (model, seeds)
     return _MODELS[key]
@@ -479,7 +588,7 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             squeeze=False,
         )
         for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
-            plot_decision_boundary(results, job, int(seed), which, ax=ax)
+            plot_decision_boundary(results, job, int(seed), which=which, ax=ax)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
@@ -749,7 +858,7 @@ figcaption{{color:#555;max-width:900px}}</style>
 </head><body>
 <h1>xorrelu report</h1>
 <p>{html.escape(results.title)}. {len(results.replicas)} replicas in {len(results.groups)} \
-group(s) from {len(results.metrics.job.unique())} job(s).</p>
+group(s) from {len(results.jobs)} job(s).</p>
 <h2>Summary</h2>
 {table}
 <p>Solved: accuracy 1 and cost &lt; {SOLVED_COST:g} at the last step; interval: Wilson 95%. \
@@ -773,19 +882,25 @@ def _not_completed_html(results: Results) -> str:
 
 
 def newest_run(outputs: Path = Path("outputs")) -> Path:
-    """The newest run or multirun dir under outputs/ that holds a summary.json."""
+    """The newest run or multirun dir under outputs/ that holds a job with a summary.json."""
     candidates = [
         p
         for p in outputs.glob("*/*/*")
-        if p.is_dir() and p.parent.parent.name in ("runs", "multirun")
+        if p.is_dir() and p.parent.parent.name in ("runs", "multirun") and _has_summary(p)
     ]
-    candidates = [p for p in candidates if any(p.rglob("summary.json"))]
     if not candidates:
         raise ResultsError(
             f"no run with a summary.json under {outputs}/; pass a PATH or train first: "
             "python -m xorrelu"
         )
     return max(candidates, key=lambda p: (p.parent.name, p.name))
+
+
+def _has_summary(run_dir: Path) -> bool:
+    try:
+        return any(present(job / "summary.json") for job in find_jobs(run_dir))
+    except JobDirError:  # it cannot be listed: not the run to plot
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

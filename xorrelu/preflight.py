@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from xorrelu.jobdir import JobDirError, find_jobs, one_line, read_summary
 
 # what train() writes into a job dir; a job finding any of these in its dir does not train there
 RUN_OUTPUTS = ("metrics.csv", "summary.json", "checkpoint.pt", "weights.pt")
@@ -53,23 +54,31 @@ class Plan:
         """After a sweep: one line per job that did not complete, from each job's summary.json
         (jobs that left none are counted on one line)."""
         lines, done = [], 0
-        for summary in sorted(self.sweep_dir.rglob("summary.json")):
+        for job in _jobs_below(self.sweep_dir):
             try:
-                status = json.loads(summary.read_text())
-                status, error = status.get("status"), status.get("error", "")
-            except (OSError, ValueError, AttributeError, RecursionError, UnicodeDecodeError):
-                status, error = "unreadable", "summary.json cannot be read"
+                summary = read_summary(job)
+            except JobDirError:
+                summary = {"status": "unreadable", "error": "summary.json cannot be read"}
+            if summary is None:
+                continue  # counted below
+            status, error = summary.get("status"), summary.get("error")
             if status == "completed":
                 done += 1
             else:
                 lines.append(
-                    f"{summary.parent.relative_to(self.sweep_dir)}: "
-                    f"{status}{': ' + error if error else ''}"
+                    f"{job.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}"
                 )
         missing = self.jobs - done - len(lines)
         if missing > 0:
             lines.append(f"{missing} job(s) left no summary.json (killed, or never started)")
         return lines
+
+
+def _jobs_below(sweep_dir: Path) -> list[Path]:
+    try:
+        return find_jobs(sweep_dir)
+    except JobDirError:  # the sweep dir is gone: its jobs are counted as leaving nothing
+        return []
 
 
 def check(argv: list[str], config_path: str) -> Plan:
@@ -131,25 +140,17 @@ def _make_dir(out_dir: Path, key: str) -> None:
 
 def _compose_all(overrides: list[str], multirun: bool, config_path: str):
     """Compose every job's config and validate it; (the jobs' overrides, the base config)."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf, open_dict, read_write
 
-    from xorrelu.config import ConfigError, register_configs, validate
+    from xorrelu.config import ConfigError, validate
+    from xorrelu.jobdir import hydra_context
 
-    register_configs()
-    if config_path.startswith("pkg://"):
-        context = initialize_config_module(
-            config_module=config_path.removeprefix("pkg://"), version_base="1.3"
-        )
-    else:
-        context = initialize_config_dir(
-            config_dir=config_path, version_base="1.3", job_name="xorrelu"
-        )
-    with context:
+    with hydra_context(config_path):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().hydra.config_loader)
         try:
             parsed = parser.parse_overrides(overrides)
@@ -170,7 +171,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             else:
                 launcher = ""
         except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
-            raise Refused(_one_line(error)) from None
+            raise Refused(one_line(error, None, every_line=True)) from None
         check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
         swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
@@ -190,7 +191,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             except ConfigError as error:
                 raise Refused(f"{where}{error}") from None
             except Exception as error:  # noqa: BLE001
-                raise Refused(where + _one_line(error)) from None
+                raise Refused(where + one_line(error, None, every_line=True)) from None
     return jobs, base
 
 
@@ -238,7 +239,7 @@ def _resolve_dir(base, key: str) -> Path:
     try:
         value = OmegaConf.select(base, key, throw_on_resolution_failure=True)
     except Exception as error:  # noqa: BLE001
-        raise Refused(f"cannot resolve {key}: {_one_line(error)}") from None
+        raise Refused(f"cannot resolve {key}: {one_line(error, None, every_line=True)}") from None
     if not value:
         raise Refused(f"{key} is empty: give a directory, e.g. {key}=outputs/mine")
     if "${" in str(value):  # Hydra resolves the dir again inside its logging config
@@ -315,12 +316,3 @@ def _quoted(value: str) -> str:
     body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
     trailing = len(body) - len(body.rstrip("\\"))
     return "'" + body + "\\" * trailing + "'"
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).split("\nConfig search path")[0]  # Hydra's search path is noise here
-    text = " ".join(text.split()) or type(error).__name__
-    cause = error.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += " (" + " ".join(str(cause).split()) + ")"
-    return text

@@ -1,5 +1,6 @@
-"""Reading what runs wrote: find the jobs below a path, load their metrics and configs, and work
-out which config keys make the experiment differ between them.
+"""Reading what runs wrote for plots and notebooks: the jobs below a path (found and read by
+xorrelu.jobdir), their metrics and flattened configs, and which config keys make the experiment
+differ between them.
 
     import xorrelu
     # one row per step per replica
@@ -9,31 +10,33 @@ out which config keys make the experiment differ between them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import DATASETS
 from xorrelu.init import INITIALIZERS
 from xorrelu.jobdir import (
-    MAX_HYDRA_CONFIG_BYTES,
-    MAX_SUMMARY_BYTES,
-    STATUSES,
+    MAX_WHOLE,
     JobDirError,
-    read_bounded,
+    Problem,
+    find_jobs,
+    is_int,
+    json_type,
+    one_line,
+    read_config,
+    read_summary,
+    short,
 )
-from xorrelu.outcomes import CAUSES, Outcomes
+from xorrelu.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,13 @@ NOT_EXPERIMENTAL = {
     "device",
     "print_every",
     "log_every",
+    "log_first",
     "plot",
     "engine",
     "compile",
     "threads",
     "tensorboard",
 }
-SKIP_DIRS = {".hydra", "plots"}  # never job dirs, and plots/ may be big
-MAX_WHOLE = 2**53  # seeds and steps beyond this are not exact in a float column
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 
 
@@ -67,69 +69,17 @@ class ResultsError(Exception):
 class Job:
     path: Path
     config: dict  # flat: {"activation.name": "relu", "depth": 10, ...}
-    metrics: pd.DataFrame
-    causes: dict  # seed -> why it is unsolved (xorrelu.diagnosis); empty until the job completes
+    metrics: pd.DataFrame | None  # every row; None once scan_jobs(reduce=...) has reduced them
     status: str = "completed"  # summary.json's status; "unknown" without a summary.json
     error: str | None = None  # summary.json's error, for a failed or interrupted job
+    replicas: list | None = None  # summary.json's outcome per replica, for a completed job
+    reduced: object = None  # what scan_jobs' `reduce` made of the metrics
 
 
 @dataclass
 class Skipped:
     path: Path  # the job dir
     reason: str  # one line: which file is unusable and why
-
-
-def find_jobs(paths: list[Path]) -> list[Path]:
-    """Every job dir at or below `paths` (a dir with summary.json or metrics.csv), following
-    symbolic links but listing each real directory once."""
-    jobs: list[Path] = []
-    seen: set = set()  # (st_dev, st_ino) of every directory walked, over all paths
-    for root in map(Path, paths):
-        if not root.exists():
-            raise ResultsError(f"no such file or directory: {root}")
-        if not root.is_dir():
-            raise ResultsError(f"not a directory: {root}")
-        below = [
-            d
-            for d in _walk(root, seen)
-            if (d / "summary.json").is_file() or (d / "metrics.csv").is_file()
-        ]
-        jobs += sorted(below, key=_natural)
-    return jobs
-
-
-def _walk(root: Path, seen: set) -> list[Path]:
-    """Every directory at or below `root`, following links (users keep outputs -> /scratch/... and
-    folders of links to compare runs), each real directory once: its (st_dev, st_ino) is
-    remembered, so a link back up (loop -> .) ends there instead of recursing forever, and a job
-    reached by two paths is counted once. Plain subdirectories are walked before any link, so a
-    job keeps its own path rather than a link's (outputs/latest -> runs/.../job)."""
-    found: list[Path] = []
-    plain, linked = [root], []
-    while plain or linked:
-        directory = plain.pop() if plain else linked.pop(0)
-        try:
-            info = directory.stat()
-            if (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-            entries = sorted(
-                os.scandir(directory), key=lambda e: _natural(Path(e.name))
-            )  # first link found wins: make it stable
-        except OSError as error:  # a dir that vanished, no permission
-            if directory == root:
-                raise ResultsError(f"cannot list {root}: {error.strerror or error}") from None
-            log.warning("not looking inside %s: %s", directory, error.strerror or error)
-            continue
-        found.append(directory)
-        for entry in entries:
-            try:
-                if entry.name in SKIP_DIRS or not entry.is_dir():  # is_dir follows links
-                    continue
-                (linked if entry.is_symlink() else plain).append(Path(entry.path))
-            except OSError:
-                continue
-    return found
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
@@ -139,7 +89,17 @@ def read_metrics(path: Path) -> pd.DataFrame:
     try:
         with open(path, "rb") as file:
             complete = _ends_with_newline(file)
-            frame = pd.read_csv(file, usecols=_wanted)
+            frame = None
+            if not _has_words(file):  # pandas would read true/false into a float as 1/0
+                try:  # float32 as it is read: half the memory; step and seed as they are
+                    names = pd.read_csv(file, usecols=_wanted, nrows=0).columns
+                    file.seek(0)
+                    types = {c: np.float32 for c in names if c not in ("step", "seed")}
+                    frame = pd.read_csv(file, usecols=_wanted, dtype=types)
+                except (ValueError, OverflowError):  # text where a number belongs
+                    file.seek(0)
+            if frame is None:  # read as it is, so that the checks below can name the cell
+                frame = pd.read_csv(file, usecols=_wanted)
     except pd.errors.EmptyDataError:
         raise ResultsError(
             f"{path} is empty: the job wrote no row (killed or failed before its first flush); "
@@ -150,7 +110,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
         UnicodeDecodeError,
         OverflowError,
     ) as error:  # pandas' ParserError is a ValueError
-        raise ResultsError(f"{path} is not a metrics CSV: {_one_line(error)}") from None
+        raise ResultsError(f"{path} is not a metrics CSV: {one_line(error)}") from None
     if not complete:
         frame = frame.iloc[
             :-1
@@ -166,7 +126,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     for column in frame.columns:
         frame[column] = _numbers(frame[column], path)
     _check_values(frame, path)
-    frame = frame.astype({"step": "int64", "seed": "int64"})
+    frame = frame.astype({c: "int64" if c in ("step", "seed") else "float32" for c in frame})
     repeated = frame.duplicated(["step", "seed"])
     if repeated.any():
         step, seed = frame.loc[repeated, ["step", "seed"]].iloc[0]
@@ -179,6 +139,19 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 def _wanted(column: str) -> bool:
     return column in REQUIRED_COLUMNS or PER_LAYER.fullmatch(column) is not None
+
+
+def _has_words(file, chunk: int = 2**24) -> bool:
+    """Whether the file holds true or false (any case) anywhere, read a chunk at a time."""
+    tail = b""
+    while block := file.read(chunk):
+        text = tail + block.lower()
+        if b"true" in text or b"false" in text:
+            file.seek(0)
+            return True
+        tail = text[-4:]
+    file.seek(0)
+    return False
 
 
 def _ends_with_newline(file) -> bool:
@@ -201,7 +174,7 @@ def _numbers(column: pd.Series, path: Path) -> pd.Series:
     if bad.any():
         i = int(bad.to_numpy().argmax())
         raise ResultsError(
-            f"{path} row {i + 1}: {column.name} is {_short(column.iloc[i])}, not a number; "
+            f"{path} row {i + 1}: {column.name} is {short(column.iloc[i])}, not a number; "
             "the file is damaged: run the job again"
         )
     return values
@@ -225,114 +198,48 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         if bad.any():
             i = int(bad.to_numpy().argmax())
             raise ResultsError(
-                f"{path} row {i + 1}: {column} is {_short(frame[column].iloc[i])}, not {allowed}; "
+                f"{path} row {i + 1}: {column} is {short(frame[column].iloc[i])}, not {allowed}; "
                 "the file is damaged: run the job again"
             )
 
 
-def read_summary(job_dir: Path) -> dict | None:
-    """The job's summary.json, every field the plotter uses checked (None when there is none)."""
-    path = Path(job_dir) / "summary.json"
-    if not path.is_file():
-        return None
+_NOT_SUMMARY = "{path} is not a summary written by xorrelu: %s; restore it or run the job again"
+_NOT_HYDRA = "{path} is not a config written by Hydra: %s"
+# The plotter's words for what xorrelu.jobdir finds wrong in summary.json and .hydra/config.yaml
+# (tests/test_hostile_plot.py holds it to them); the fields are jobdir.Problem.words'.
+WORDS = {
+    "summary-utf8": _NOT_SUMMARY % "it is not UTF-8 text",
+    "summary-nested": _NOT_SUMMARY % "JSON nested too deeply",
+    "summary-syntax": _NOT_SUMMARY % "not JSON ({line})",
+    "summary-object": _NOT_SUMMARY % "it holds {json}, not an object",
+    "config": _NOT_SUMMARY % "its config is {json}, not an object",
+    "status": _NOT_SUMMARY % "its status is {value}, not one of {allowed}",
+    "error": _NOT_SUMMARY % "its error is {json}, not text",
+    "replicas": _NOT_SUMMARY % "its replicas is {json}, not a list",
+    "replica": _NOT_SUMMARY % "{where} is {json}, not an object",
+    "seed": _NOT_SUMMARY % "{where}.seed is {value}, not a whole number >= 0",
+    "cause": _NOT_SUMMARY % "{where}.cause is {value}, not one of {allowed} or null",
+    "hydra-aliases": "{path} uses YAML aliases, which Hydra never writes; it is not a job's config",
+    "hydra-utf8": _NOT_HYDRA % "{line}",
+    "hydra-nested": _NOT_HYDRA % "{line}",
+    "hydra-syntax": _NOT_HYDRA % "{line}",
+    "hydra-mapping": _NOT_HYDRA % "a YAML {type}, not a mapping",
+    "no-config": "{path} has metrics.csv but neither summary.json nor .hydra/config.yaml",
+}
+
+
+def unusable(error: JobDirError) -> ResultsError:
+    """The plotter's one line for a file of a job dir that xorrelu.jobdir refused."""
+    return ResultsError(error.words(WORDS) if isinstance(error, Problem) else str(error))
+
+
+def flat_config(job_dir: Path, summary: dict | None = None) -> dict:
+    """The job's config (jobdir.read_config: summary.json's, else .hydra/config.yaml's; `summary`
+    when the caller has read it), flattened to dotted keys and checked for plotting."""
     try:
-        data = read_bounded(path, MAX_SUMMARY_BYTES, "a summary")
+        return flatten_config(*read_config(job_dir, summary))
     except JobDirError as error:
-        raise ResultsError(str(error)) from None
-    summary, problem = _parse_summary(data)
-    if problem:
-        raise ResultsError(
-            f"{path} is not a summary written by xorrelu: {problem}; "
-            "restore it or run the job again"
-        )
-    return summary
-
-
-def _parse_summary(data: bytes) -> tuple[dict | None, str | None]:
-    """(summary, None), or (None, what is wrong with it)."""
-    try:
-        summary = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "it is not UTF-8 text"
-    except ValueError as error:
-        return None, f"not JSON ({_one_line(error)})"
-    except RecursionError:
-        return None, "JSON nested too deeply"
-    if not isinstance(summary, dict):
-        return None, f"it holds {_json_type(summary)}, not an object"
-    if not isinstance(summary.get("config"), dict):
-        return None, f"its config is {_json_type(summary.get('config'))}, not an object"
-    if summary.get("status") is not None and summary["status"] not in STATUSES:
-        return None, f"its status is {_short(summary['status'])}, not one of {', '.join(STATUSES)}"
-    if summary.get("error") is not None and not isinstance(summary["error"], str):
-        return None, f"its error is {_json_type(summary['error'])}, not text"
-    replicas = summary.get("replicas", [])
-    if not isinstance(replicas, list):
-        return None, f"its replicas is {_json_type(replicas)}, not a list"
-    for i, replica in enumerate(replicas):
-        if not isinstance(replica, dict):
-            return None, f"replicas[{i}] is {_json_type(replica)}, not an object"
-        if not _is_int(replica.get("seed"), 0, MAX_WHOLE):
-            return (
-                None,
-                f"replicas[{i}].seed is {_short(replica.get('seed'))}, not a whole number >= 0",
-            )
-        if replica.get("cause") is not None and replica["cause"] not in CAUSES:
-            return (
-                None,
-                f"replicas[{i}].cause is {_short(replica['cause'])}, "
-                f"not one of {', '.join(CAUSES)} or null",
-            )
-    return summary, None
-
-
-def read_config(job_dir: Path, summary: dict | None = None) -> dict:
-    """The job's resolved config, flattened to dotted keys (summary.json,
-    else .hydra/config.yaml)."""
-    return flatten_config(*nested_config(job_dir, summary))
-
-
-def nested_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]:
-    """The job's config as written (nested), and the file it came from; `summary` when the caller
-    has read it already."""
-    summary = summary if summary is not None else read_summary(job_dir)
-    if summary is not None:
-        return summary["config"], Path(job_dir) / "summary.json"
-    path = Path(job_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise ResultsError(
-            f"{job_dir} has metrics.csv but neither summary.json nor .hydra/config.yaml"
-        )
-    return _read_hydra_config(path), path
-
-
-def _read_hydra_config(path: Path) -> dict:
-    try:
-        text = read_bounded(path, MAX_HYDRA_CONFIG_BYTES, "a config").decode("utf-8")
-        # Hydra never writes YAML aliases; refusing them keeps a "billion laughs" file from
-        # expanding into gigabytes when the config is resolved.
-        if any(
-            isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)
-        ):
-            raise ResultsError(
-                f"{path} uses YAML aliases, which Hydra never writes; it is not a job's config"
-            )
-        config = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    except JobDirError as error:
-        raise ResultsError(str(error)) from None
-    except (
-        yaml.YAMLError,
-        OmegaConfBaseException,
-        ValueError,
-        RecursionError,
-    ) as error:  # UnicodeDecodeError too
-        raise ResultsError(f"{path} is not a config written by Hydra: {_one_line(error)}") from None
-    if not isinstance(config, dict):
-        raise ResultsError(
-            f"{path} is not a config written by Hydra: a YAML {type(config).__name__}, "
-            "not a mapping"
-        )
-    return config
+        raise unusable(error) from None
 
 
 def flatten_config(config: dict, source: Path) -> dict:
@@ -350,7 +257,7 @@ def flatten_config(config: dict, source: Path) -> dict:
                 flat[name] = value
             else:
                 raise ResultsError(
-                    f"{source}: config key {name} holds {_json_type(value)}, not a single value"
+                    f"{source}: config key {name} holds {json_type(value)}, not a single value"
                 )
     for key, registry in (
         ("dataset.name", DATASETS),
@@ -360,60 +267,78 @@ def flatten_config(config: dict, source: Path) -> dict:
         # the plotter rebuilds nets from these
         if flat.get(key) is not None and flat[key] not in registry:
             raise ResultsError(
-                f"{source}: {key} is {_short(flat[key])}, not one of {', '.join(registry)}"
+                f"{source}: {key} is {short(flat[key])}, not one of {', '.join(registry)}"
             )
     bits = flat.get("dataset.bits")
-    if bits is not None and not _is_int(bits, 1, 16):
+    if bits is not None and not is_int(bits, 1, 16):
         raise ResultsError(
-            f"{source}: dataset.bits is {_short(bits)}, not a whole number from 1 to 16"
+            f"{source}: dataset.bits is {short(bits)}, not a whole number from 1 to 16"
         )
     return flat
 
 
-def read_causes(job_dir: Path) -> dict:
-    """seed -> cause, as the training job diagnosed it
-    (the plotter never rewrites a job's files)."""
-    summary = read_summary(job_dir) or {}
-    return {int(r["seed"]): r.get("cause") for r in summary.get("replicas") or []}
-
-
 def read_job(job_dir: Path) -> Job:
     """One job dir, read and checked; ResultsError (one line) when it cannot be plotted."""
-    summary = read_summary(job_dir)
+    try:
+        summary = read_summary(job_dir)
+    except JobDirError as error:
+        raise unusable(error) from None
     status = "unknown" if summary is None else summary.get("status") or "unknown"
     error = None if summary is None else summary.get("error")
     try:
         if not (job_dir / "metrics.csv").is_file():
             raise ResultsError(f"{job_dir} has no metrics.csv")
         metrics = read_metrics(job_dir / "metrics.csv")
-        config = read_config(job_dir, summary)
+        config = flat_config(job_dir, summary)
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
             raise ResultsError(
-                f"{problem} (summary.json says {status}{': ' + _one_line(error) if error else ''})"
+                f"{problem} (summary.json says {status}{': ' + one_line(error) if error else ''})"
             ) from None
         raise
-    causes = {int(r["seed"]): r.get("cause") for r in (summary or {}).get("replicas") or []}
-    return Job(job_dir, config, metrics, causes, status, error)
+    replicas = summary.get("replicas") if status == "completed" else None
+    return Job(job_dir, config, metrics, status, error, replicas)
 
 
-def scan_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
-    """Every job below `paths`: the usable ones, and the ones skipped with the reason."""
+def scan_jobs(
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+) -> tuple[list[Job], list[Skipped]]:
+    """Every job below `paths`: the usable ones, and the ones skipped with the reason. With
+    `reduce`, each job's rows are reduced as soon as they are read (job.reduced = reduce(job)) and
+    dropped (job.metrics = None) before the next job is read: memory holds one job's rows at a
+    time, whatever the number of jobs."""
     jobs, skipped = [], []
-    for job_dir in find_jobs([Path(p) for p in paths]):
+    for job_dir in _find_all(paths):
         try:
-            jobs.append(read_job(job_dir))
+            job = read_job(job_dir)
+            if reduce is not None:
+                job.reduced, job.metrics = reduce(job), None
+            jobs.append(job)
         except ResultsError as error:
             skipped.append(Skipped(job_dir, str(error)))
         except OSError as error:  # it vanished or cannot be read: the others may still be fine
-            skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {_one_line(error)}"))
+            skipped.append(Skipped(job_dir, f"cannot read {job_dir}: {one_line(error)}"))
     return jobs, skipped
 
 
-def usable_jobs(paths: list[str | Path]) -> tuple[list[Job], list[Skipped]]:
+def _find_all(paths: list[str | Path]) -> list[Path]:
+    """jobdir.find_jobs below each path, each real job dir once over all of them."""
+    found: list[Path] = []
+    seen: set = set()  # (st_dev, st_ino) of every directory walked, over all paths
+    for root in paths:
+        try:
+            found += find_jobs(Path(root), seen=seen)
+        except JobDirError as error:  # a path that is missing, not a dir, or cannot be read
+            raise ResultsError(str(error)) from None
+    return found
+
+
+def usable_jobs(
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+) -> tuple[list[Job], list[Skipped]]:
     """scan_jobs, with a warning per skipped job; one bad job never sinks the rest. Raises
     ResultsError (one line) when no job is usable."""
-    jobs, skipped = scan_jobs(paths)
+    jobs, skipped = scan_jobs(paths, reduce)
     where = ", ".join(str(p) for p in paths)
     if not jobs and not skipped:
         raise ResultsError(f"no job with a metrics.csv below {where}")
@@ -481,7 +406,9 @@ def _with_keys(frame: pd.DataFrame, job: Job, keys: list[str]) -> pd.DataFrame:
 
 
 def load(*paths: str | Path) -> pd.DataFrame:
-    """The metrics of every job below `paths`, with the experimental keys that vary as columns."""
+    """The metrics of every job below `paths`, with the experimental keys that vary as columns:
+    every logged row of every job, all in memory at once (about 50 bytes per row at depth 10; the
+    plotter never holds them all, it reduces each job as it reads it)."""
     jobs = load_jobs(list(paths) or ["outputs"])
     keys = varying_keys([j.config for j in jobs])
     return pd.concat([_with_keys(j.metrics, j, keys) for j in jobs], ignore_index=True)
@@ -500,18 +427,20 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
     wide = metrics.pivot(index="step", columns="seed").reindex(columns=seeds, level=1)
     steps = [int(step) for step in wide.index]
     outcomes = Outcomes(len(seeds), run_steps if run_steps is not None else steps[-1])
-    kept = outcomes.update(steps, _named_metrics(wide))
+    rows = _named_metrics(wide)  # as metrics.csv keeps them: blank from where they diverged
+    outcomes.update(steps, rows["cost"], rows["accuracy"])
+    outcomes.see_rows(steps, rows)
     causes = outcomes.causes()
-    since = outcomes.first_step_solved.numpy()
+    first = outcomes.first_step_solved.numpy()
     return pd.DataFrame(
         {
             "seed": seeds,
             "last_step": steps[-1],
-            "final_cost": kept["cost"][-1].numpy(),
-            "final_accuracy": kept["accuracy"][-1].numpy(),
+            "final_cost": rows["cost"][-1].numpy(),
+            "final_accuracy": rows["accuracy"][-1].numpy(),
             "diverged": outcomes.diverged.numpy(),
-            "solved": since >= 0,
-            "first_step_solved": np.where(since >= 0, since, np.nan),
+            "solved": first >= 0,
+            "first_step_solved": np.where(first >= 0, first, np.nan),
             "cause": causes,
         }
     )
@@ -546,46 +475,20 @@ def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
 def load_summary(*paths: str | Path) -> pd.DataFrame:
     """One row per replica of every job below `paths`: experimental keys, seed, final cost and
     accuracy, solved, first step solved, diverged, cause."""
-    jobs = load_jobs(list(paths) or ["outputs"])
+    jobs = usable_jobs(list(paths) or ["outputs"], reduce=job_outcomes)[0]
     keys = varying_keys([j.config for j in jobs])
-    return pd.concat([_with_keys(job_outcomes(j), j, keys) for j in jobs], ignore_index=True)
+    return pd.concat([_with_keys(j.reduced, j, keys) for j in jobs], ignore_index=True)
 
 
 def job_outcomes(job: Job) -> pd.DataFrame:
-    """replica_outcomes of one job, over the steps its config set."""
+    """One row per replica, as replica_outcomes: a completed job's from its summary.json (its
+    tracker saw every step, logged or not), any other job's from its metrics.csv."""
+    seeds = np.sort(job.metrics.seed.unique())
+    if job.replicas and sorted(r["seed"] for r in job.replicas) == seeds.tolist():
+        table = pd.DataFrame(job.replicas).sort_values("seed", ignore_index=True)
+        table = table.drop(columns="hypothesis", errors="ignore").astype(
+            {"final_cost": float, "final_accuracy": float, "first_step_solved": float}
+        )
+        return table.assign(last_step=int(job.metrics.step.max()))
     steps = job.config.get("steps")
-    return replica_outcomes(job.metrics, steps if _is_int(steps, 1, MAX_WHOLE) else None)
-
-
-def _natural(path: Path) -> list:
-    """Sort job dirs as a person counts them: 2 before 10."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
-
-
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _json_type(value) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "text",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-    }
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _short(value, limit: int = 40) -> str:
-    """A value for a message: repr, one line, cut to `limit` characters."""
-    if isinstance(value, np.generic):  # np.True_ -> True
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(error) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
+    return replica_outcomes(job.metrics, steps if is_int(steps, 1, MAX_WHOLE) else None)

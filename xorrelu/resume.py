@@ -16,39 +16,42 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from xorrelu import signals
 from xorrelu.callbacks import plot_safely
-from xorrelu.config import ConfigError, validate
+from xorrelu.config import ConfigError, upgrade, validate
 from xorrelu.data import make_dataset
 from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
+    STATUSES,
     JobDirError,
+    Problem,
     check_config,
     file_size,
-    load_torch_file,
+    find_jobs,
+    load_checkpoint,
     present,
-    read_hydra_config,
+    read_config,
     read_summary,
     short,
 )
-from xorrelu.metrics import columns
+from xorrelu.metrics import columns, last_logged_before
 from xorrelu.model import build_model
 from xorrelu.process import use_threads
 from xorrelu.train import Interrupted, train
 
 log = logging.getLogger("xorrelu.resume")
 
-# What xorrelu.train._save_checkpoint writes, with the type each value must have
-# ("rng" is never read).
+# What xorrelu.train._save_checkpoint writes, with the type each value must have (checkpoints
+# written before 2026-11-29 also hold an "rng" that nothing reads: it is ignored).
 CHECKPOINT = {
     "step": int,
     "model": dict,
@@ -63,7 +66,7 @@ CHECKPOINT = {
 # The outcome tracker's state, as xorrelu.outcomes.Outcomes.state_dict() saves it.
 RECORDER = {
     "diverged": torch.bool,
-    "since": torch.int64,
+    "first_step_solved": torch.int64,
     "first_ratio": torch.float32,
     "below_ln2": torch.bool,
     "cost_at_90": torch.float32,
@@ -78,37 +81,18 @@ class ResumeError(JobDirError):
 
 
 def _saved(job_dir: Path) -> tuple[dict | None, dict]:
-    """(summary.json or None, the job's config). The config comes from summary.json, or from
-    .hydra/config.yaml only when summary.json is absent: a damaged summary is refused, never
-    silently replaced by another source."""
-    if present(job_dir / "summary.json"):
-        summary = read_summary(job_dir)
-        config, source = summary["config"], job_dir / "summary.json"
-    elif present(job_dir / ".hydra" / "config.yaml"):
-        summary, config, source = (
-            None,
-            read_hydra_config(job_dir),
-            job_dir / ".hydra" / "config.yaml",
-        )
-    else:
-        raise ResumeError(
-            f"{job_dir} holds no config (summary.json or .hydra/config.yaml): "
-            "not an xorrelu job dir"
-        )
+    """(summary.json or None, the job's config: jobdir.read_config's, and one train() can run).
+    A summary must say the job's status: only a completed job is skipped."""
+    summary = read_summary(job_dir)
+    if summary is not None and summary.get("status") is None:
+        raise Problem(job_dir / "summary.json", "status", None, allowed=", ".join(STATUSES))
+    config, source = read_config(job_dir, summary)
     check_config(config, str(source))
     return summary, config
 
 
 def saved_config(job_dir: Path) -> dict:
     return _saved(job_dir)[1]
-
-
-def checkpoint_bound(model_state: dict) -> int:
-    """The most bytes a checkpoint of this model may hold, checked before it is loaded: model,
-    initial and two optimizer slots per parameter (Adam), times 4 for slack, plus 16 MiB for the
-    config, the RNG state and the pickle."""
-    params = sum(t.numel() * t.element_size() for t in model_state.values())
-    return 4 * (4 * params) + 16 * 2**20
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -174,7 +158,7 @@ def _update_counts(engine_state: dict) -> list[float]:
     return [float(s["step"]) for s in engine_state.get("state", {}).values() if "step" in s]
 
 
-def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Path) -> None:
+def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: Path) -> None:
     """metrics.csv must hold, before csv_bytes, this config's header and whole steps before the
     checkpoint's. Resume cuts the file at csv_bytes and appends: a wrong position would pad it
     with NUL bytes, cut a row in half, or repeat and lose steps."""
@@ -239,9 +223,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
             f"{path} ends in the middle of step {last_step} at byte {csv_bytes} (seed {last_seed}, "
             f"not the last replica's {cfg.seed + cfg.replicas - 1}); {fix}"
         )
-    logged = cfg.log_every * (
-        (step - 1) // cfg.log_every
-    )  # the last step logged before the checkpoint's
+    logged = last_logged_before(cfg, step)
     if last_step != logged:
         raise ResumeError(
             f"{path} ends with step {last_step} at byte {csv_bytes}, but {checkpoint_path} goes on "
@@ -249,7 +231,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, cfg, checkpoint_path: Pat
         )
 
 
-def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> None:
+def _check_fields(checkpoint, path: Path, job_dir: Path, *, config: dict, cfg) -> None:
     """The checkpoint's plain values: present, of their types, in range,
     and of this job's config."""
     if not isinstance(checkpoint, dict):
@@ -267,6 +249,7 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
                 f"{key} is {short(checkpoint[key])}, not {'an' if kind is int else 'a'} "
                 f"{kind.__name__}",
             )
+    checkpoint["config"] = upgrade(checkpoint["config"])  # as read_config reads the job's
     check_config(checkpoint["config"], str(path))
     changed = _differences(checkpoint["config"], config)
     if changed:
@@ -297,7 +280,7 @@ def _check_fields(checkpoint, path: Path, job_dir: Path, config: dict, cfg) -> N
         raise _damaged(path, f"threads {threads} is outside 0..{MAX_THREADS}")
 
 
-def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
+def _check_state(checkpoint: dict, path: Path, cfg, model: nn.Sequential) -> None:
     """Parameters and engine state: laid out exactly as this code makes them for this config."""
     step, engine = checkpoint["step"], checkpoint["engine"]
     expected = model.state_dict()
@@ -306,7 +289,8 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
         if wrong:
             raise _damaged(path, f"{wrong} (the model of this config)")
     # the engine state this code makes for this model: fresh at step 0, after one update later
-    reference = make_engine(cfg, model, (x, y), {"engine": engine, "compiled": False})
+    same_engine = {"engine": engine, "compiled": False}
+    reference = make_engine(cfg, model, make_dataset(cfg.dataset), same_engine)
     if step > 0:
         reference.step(update=True, log=False)
     wrong = _mismatch(checkpoint["engine_state"], reference.state_dict(), "engine_state")
@@ -326,6 +310,8 @@ def _check_state(checkpoint: dict, path: Path, cfg, model, x, y) -> None:
 def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
     """The metrics writer's state: one value per replica, and a position in metrics.csv."""
     recorder, step = checkpoint["recorder"], checkpoint["step"]
+    if "since" in recorder and "first_step_solved" not in recorder:  # its name before 2026-11-29
+        recorder["first_step_solved"] = recorder.pop("since")
     if set(recorder) != {"csv_bytes", *RECORDER}:
         raise _damaged(
             path,
@@ -338,37 +324,34 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
         wrong = _mismatch(recorder[key], torch.empty(cfg.replicas, dtype=dtype), f"recorder {key}")
         if wrong:
             raise _damaged(path, f"{wrong} (one per replica)")
-    since = recorder["since"]
-    if not ((since == -1) | ((since >= 0) & (since < step))).all():
+    first = recorder["first_step_solved"]
+    if not ((first == -1) | ((first >= 0) & (first < step))).all():
         raise _damaged(
-            path, f"recorder since holds steps outside -1..{step - 1}: {short(since.tolist())}"
+            path,
+            f"recorder first_step_solved holds steps outside -1..{step - 1}: "
+            f"{short(first.tolist())}",
         )
-    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg, path)
+    _check_rows(job_dir / "metrics.csv", recorder["csv_bytes"], step, cfg=cfg, checkpoint_path=path)
 
 
 def _damaged(path: Path, what: str) -> ResumeError:
     return ResumeError(f"{path} is damaged: {what}; restore it, or run the job again")
 
 
-def load_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
-    """checkpoint.pt, loaded within a size bound derived from cfg and checked in full."""
+def checked_checkpoint(job_dir: Path, cfg, config: dict) -> dict:
+    """checkpoint.pt, loaded within the size bound of cfg's model and checked in full."""
     path = job_dir / "checkpoint.pt"
-    if not present(path):
-        raise ResumeError(
-            f"{job_dir} has no checkpoint.pt to resume from (a job killed with SIGKILL leaves "
-            "none: run it again)"
-        )
-    x, y = make_dataset(cfg.dataset)
+    x, _ = make_dataset(cfg.dataset)
     try:  # on the CPU, never trained: only its shapes and its engine's state layout are used
         model = build_model(cfg, x.shape[1])
     except (ValueError, RuntimeError, OverflowError) as error:  # e.g. a seed beyond torch's 64 bits
         raise ResumeError(
             f"the config in {job_dir} cannot build its model: {short(str(error))}"
         ) from None
-    checkpoint = load_torch_file(path, checkpoint_bound(model.state_dict()))
+    checkpoint = load_checkpoint(job_dir, model.state_dict())
     # everything train() reads from it, checked before train() opens a file for writing
-    _check_fields(checkpoint, path, job_dir, config, cfg)
-    _check_state(checkpoint, path, cfg, model, x, y)
+    _check_fields(checkpoint, path, job_dir, config=config, cfg=cfg)
+    _check_state(checkpoint, path, cfg, model)
     _check_recorder(checkpoint, path, job_dir, cfg)
     return checkpoint
 
@@ -398,32 +381,9 @@ def prepare(job_dir: Path, steps: int | None = None) -> tuple[DictConfig, dict] 
         validate(cfg)
     except ConfigError as error:
         raise ResumeError(f"{job_dir}: {error}") from None
-    checkpoint = load_checkpoint(job_dir, cfg, config)
+    checkpoint = checked_checkpoint(job_dir, cfg, config)
     log.info("resuming %s at step %d of %d", job_dir, checkpoint["step"], target)
     return cfg, checkpoint
-
-
-def find_jobs(root: Path) -> list[Path]:
-    """root itself when it is a job dir, else the job dirs right below it (as Hydra lays out a
-    sweep), in natural order; each real dir once, however many symlinks lead to it."""
-
-    def is_job(path: Path) -> bool:
-        return present(path / "summary.json") or present(path / "checkpoint.pt")
-
-    if is_job(root):
-        return [root]
-    jobs, seen = [], set()
-    for child in sorted(
-        root.iterdir(),
-        key=lambda p: (
-            (0, int(p.name), "") if p.name.isascii() and p.name.isdigit() else (1, 0, p.name)
-        ),
-    ):
-        real = os.path.realpath(child)  # never raises, even on a symlink loop
-        if child.is_dir() and is_job(child) and real not in seen:
-            seen.add(real)
-            jobs.append(child)
-    return jobs
 
 
 def _error(message: str) -> None:
@@ -449,9 +409,9 @@ def _resume_all(root: Path, steps: int | None) -> int:
         _error(f"not a directory: {root}")
         return 2
     try:
-        jobs = find_jobs(root)
-    except OSError as error:
-        _error(f"cannot list {root}: {error.strerror or error}")
+        jobs = find_jobs(root, depth=1)  # root itself, or the jobs of a sweep: never deeper
+    except JobDirError as error:  # root cannot be listed
+        _error(str(error))
         return 2
     if not jobs:
         _error(f"no xorrelu job in {root}")

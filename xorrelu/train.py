@@ -4,9 +4,10 @@
     python -m xorrelu activation=sigmoid,relu --multirun
 
 `train(cfg, out_dir)` is the whole job, in three parts a notebook can also call one by one:
-`setup` builds the data, the model and the engine (or takes them from a checkpoint), `loop`
-runs the steps, `finish` writes the results. `python -m xorrelu` is a thin Hydra shell around
-it (xorrelu.__main__), and the only place that sets threads or handles exit codes.
+`setup` builds the data, the model and the engine (or takes them from a checkpoint) and writes
+nothing, `loop` opens the outputs and runs the steps, `finish` writes the results.
+`python -m xorrelu` is a thin Hydra shell around it (xorrelu.__main__), and the only place that
+sets threads or handles exit codes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from xorrelu.config import Device
 from xorrelu.data import make_dataset
 from xorrelu.engines import Engine, make_engine
 from xorrelu.files import Reserve, locked, save_torch, write_json
-from xorrelu.metrics import Recorder, forward
+from xorrelu.metrics import Recorder, forward, logged
 from xorrelu.model import build_model
 from xorrelu.outcomes import Outcomes, solved
 from xorrelu.signals import Interrupted
@@ -60,6 +61,7 @@ class Run:
     warm: float | None = None  # when the first step (with any compilation) was done
     start: float = field(default_factory=time.perf_counter)
     resume_point: dict | None = None  # where a longer run would go on from (before the last row)
+    resume_at: int | None = None  # a resumed run's metrics.csv is cut back to this many bytes
     recorder: Recorder | None = None
     board: TensorBoardLog | None = None
 
@@ -84,7 +86,6 @@ def train(
                 reserve = Reserve(out_dir)
             run = setup(cfg, out_dir, checkpoint, model)
             try:
-                open_outputs(run, checkpoint)
                 loop(run)
                 summary = finish(run)
             except BaseException as error:
@@ -97,13 +98,13 @@ def train(
         finally:
             if reserve is not None:
                 reserve.release()
-    if signals.pending():  # asked to stop while the results were written: they are whole; stop now
-        raise Interrupted(signals.take_pending())
+        if signals.pending():  # asked to stop while the results were written: they are whole
+            raise Interrupted(signals.take_pending())
     return summary
 
 
 def setup(
-    cfg, out_dir: Path, checkpoint: dict | None = None, model: nn.Sequential | None = None
+    cfg, out_dir: str | Path, checkpoint: dict | None = None, model: nn.Sequential | None = None
 ) -> Run:
     """The data, the model (`model`, or built from cfg) and its engine, at step 0 or at the
     checkpoint's step. Writes nothing."""
@@ -123,32 +124,35 @@ def setup(
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     first = checkpoint["step"] if checkpoint else 0
+    outcomes = Outcomes(cfg.replicas, cfg.steps, device)
+    if checkpoint:  # the outcome tracker goes on from the checkpoint's state
+        outcomes.load_state_dict(checkpoint["recorder"])
     return Run(
         cfg=cfg,
-        out_dir=out_dir,
+        out_dir=Path(out_dir),
         data=data,
         model=model,
         engine=engine,
         seeds=list(range(cfg.seed, cfg.seed + cfg.replicas)),
         initial=checkpoint["initial"] if checkpoint else _cpu_state(model),
-        outcomes=Outcomes(cfg.replicas, cfg.steps, device),
+        outcomes=outcomes,
         summary=summary,
         first=first,
         step=first,
+        resume_at=checkpoint["recorder"]["csv_bytes"] if checkpoint else None,
     )
 
 
-def open_outputs(run: Run, checkpoint: dict | None = None) -> None:
+def _open_outputs(run: Run) -> None:
     """summary.json (status running) and metrics.csv: its header, or, resuming, cut back to the
-    checkpoint's last row; the outcome tracker goes on from the checkpoint's state."""
-    resume_at = None
-    if checkpoint:
-        resume_at = checkpoint["recorder"]["csv_bytes"]
-        run.outcomes.load_state_dict(checkpoint["recorder"])
+    checkpoint's last row."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     with signals.mode("hold"):  # the summary and the CSV's header appear together
         write_json(run.out_dir / "summary.json", run.summary)
         path = run.out_dir / "metrics.csv"
-        run.recorder = Recorder(path, run.cfg.depth, run.seeds, run.outcomes, resume_at)
+        run.recorder = Recorder(
+            path, run.cfg.depth, run.seeds, run.outcomes, resume_at=run.resume_at
+        )
     if run.cfg.tensorboard:
         run.board = TensorBoardLog(run.out_dir)
 
@@ -157,9 +161,10 @@ def loop(run: Run) -> None:
     """Steps run.first .. cfg.steps: measure every replica at the current parameters, log the
     row, then update (the last step only measures). Until the first step is done (and
     compiled), a stop signal stops at once; from then on the loop finishes its step first, so
-    that a checkpoint is of a whole step."""
+    that a checkpoint is of a whole step. Opens the outputs first (summary.json, metrics.csv)."""
+    _open_outputs(run)
     cfg, engine, recorder, board = run.cfg, run.engine, run.recorder, run.board
-    steps, log_every, print_every = cfg.steps, cfg.log_every, cfg.print_every  # plain ints
+    steps, print_every = cfg.steps, cfg.print_every  # plain ints
     bar = tqdm(
         initial=run.first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False
     )
@@ -168,14 +173,13 @@ def loop(run: Run) -> None:
             run.step = step
             if signals.pending():
                 raise Interrupted(signals.take_pending())
-            logged = step % log_every == 0 or step == steps
+            is_logged = logged(cfg, step)
             if step == steps:  # where a longer run would go on: before the final row
                 run.resume_point = _resume_point(run)
-            metrics = engine.step(update=step < steps, log=logged)
-            if logged:
-                recorder.add(step, metrics)
-                if board:
-                    board.scalars(step, metrics)
+            metrics = engine.step(update=step < steps, log=is_logged)
+            recorder.add(step, metrics, is_logged)
+            if is_logged and board:
+                board.scalars(step, metrics)
             if step % print_every == 0 or step == steps:
                 _print_progress(step, metrics)
                 if board:
@@ -217,14 +221,14 @@ def _replica_results(run: Run) -> list[dict]:
         hypotheses = torch.sigmoid(forward(run.model, run.data[0])[0]).cpu()
     outcomes = run.outcomes
     last = {name: values.cpu() for name, values in outcomes.last.items()}
-    diverged, since = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
+    diverged, first = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
     return [
         {
             "seed": seed,
             "final_cost": None if diverged[r] else last["cost"][r].item(),
             "final_accuracy": None if diverged[r] else last["accuracy"][r].item(),
-            "solved": bool(since[r] >= 0),
-            "first_step_solved": int(since[r]) if since[r] >= 0 else None,
+            "solved": bool(first[r] >= 0),
+            "first_step_solved": int(first[r]) if first[r] >= 0 else None,
             "diverged": bool(diverged[r]),
             "cause": cause,
             "hypothesis": hypotheses[r].tolist(),

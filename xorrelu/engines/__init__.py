@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from xorrelu.activations import ACTIVATIONS
-from xorrelu.config import Engine as EngineChoice
+from xorrelu.config import EngineName
 
 # compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
 COMPILE_AUTO_MODEL_STEPS = 2_000_000
@@ -56,12 +56,12 @@ def make_engine(
     from xorrelu.engines.fused import FusedEngine
 
     if checkpoint:
-        engine, compile_ = EngineChoice(checkpoint["engine"]), checkpoint["compiled"]
+        engine, compile_ = EngineName(checkpoint["engine"]), checkpoint["compiled"]
     else:
-        engine, compile_ = EngineChoice(cfg.engine), compile_wanted(cfg)
-    if engine is EngineChoice.auto:
-        engine = EngineChoice.fused if compile_ and fused_runs(cfg) else EngineChoice.autograd
-    if engine is EngineChoice.autograd:
+        engine, compile_ = EngineName(cfg.engine), compile_wanted(cfg)
+    if engine is EngineName.auto:
+        engine = EngineName.fused if compile_ and fused_runs(cfg) else EngineName.autograd
+    if engine is EngineName.autograd:
         return AutogradEngine(model, data, cfg)
     return FusedEngine(model, data, cfg, compile=compile_)
 

@@ -197,7 +197,7 @@ class FusedEngine:
         n, slots = len(params), self.optimizer.slots
         for k, (p, g) in enumerate(zip(params, grads, strict=True)):
             buffers = [state[s * n + k] for s in range(slots)]
-            self.optimizer.update(self.optimizer_cfg, p, g, buffers, t)
+            self.optimizer.update(self.optimizer_cfg, p, g, buffers, t=t)
 
 
 def _sum(terms):
