@@ -2,6 +2,9 @@
 
     python benchmarks/throughput.py            # ~8 minutes on 2 cores; writes benchmarks/results.md
 
+It rewrites its own table at the top of results.md; sections that other scripts keep there
+(fused_points.py's) stay as they are.
+
 One model-step = one full-batch gradient-descent step of one replica of the default network
 (depth 10, width 5, XOR, relu, lr 0.1). Every configuration trains through xorrelu.train.train
 with log_every=100 (the fused engine computes every metrics.csv column at every step; the
@@ -24,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+SECTIONS = "<!-- begin "  # where other scripts' sections of results.md start
 
 # (replicas, engine, compile, threads, steps, log_every)
 RUNS = [
@@ -208,9 +212,11 @@ def main() -> None:
         f"steps, with plots): **{canonical:.1f} s** wall.",
         "",
     ]
+    # other scripts' sections (fused_points.py's <!-- begin --> block, plot_memory.py's table) stay
     old = (HERE / "results.md").read_text() if (HERE / "results.md").exists() else ""
-    kept = old[old.find("\n## Plotter memory") :] if "\n## Plotter memory" in old else ""
-    (HERE / "results.md").write_text("\n".join(lines) + kept)  # plot_memory.py's table stays
+    starts = [old.find(m) for m in (SECTIONS, "\n## Plotter memory") if m in old]
+    kept = old[min(starts) :] if starts else ""
+    (HERE / "results.md").write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print(f"wrote {HERE / 'results.md'}")
 
 

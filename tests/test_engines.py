@@ -8,11 +8,12 @@ import pytest
 import torch
 from conftest import make_cfg
 
+from xorrelu import process
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
 from xorrelu.engines import make_engine
 from xorrelu.engines.autograd import AutogradEngine
-from xorrelu.engines.fused import FusedEngine
+from xorrelu.engines.fused import MAX_POINTS_PER_SUM, FusedEngine, _sum_points
 from xorrelu.model import build_model
 
 FUSED_ACTIVATIONS = ACTIVATIONS.names(lambda activation: activation.fused)
@@ -101,6 +102,118 @@ def test_fused_replicas_do_not_depend_on_the_batch(train_run):
     )
 
 
+# (replicas, seed) of the runs compared: every seed of the others is a replica of the first
+# (40 from seed 0, two whole vectors of floats with AVX-512 and a part). The lanes differ: seed
+# 16 is the last, masked lane of 17 replicas, lane 15 of 16 (one whole vector), lane 2 of 3 and
+# the only replica of 1.
+BATCHES = [(40, 0), (17, 0), (1, 16), (3, 14), (4, 0), (16, 1)]
+
+
+def replica_numbers(compile: bool, replicas: int, seed: int, *overrides: str) -> dict:
+    """{seed: [metrics of each step..., final parameters]}: three updates, then the final
+    measurement, of a small net on parity."""
+    cfg = make_cfg(f"replicas={replicas}", f"seed={seed}", "depth=2", "width=3", *overrides)
+    data = make_dataset(cfg.dataset)
+    if compile:
+        torch._dynamo.reset()  # a graph per batch size: stay under dynamo's recompile limit
+    engine = FusedEngine(build_model(cfg, data[0].shape[1]), data, cfg, compile=compile)
+    steps = [engine.step(update=True) for _ in range(3)] + [engine.step(update=False)]
+    engine.write_back()
+    return {
+        seed + r: [{k: v[..., r] for k, v in m.items()} for m in steps]
+        + [[p[r] for p in engine.model.parameters()]]
+        for r in range(replicas)
+    }
+
+
+def assert_batch_independent(compile: bool, *overrides: str) -> None:
+    runs = [replica_numbers(compile, r, seed, *overrides) for r, seed in BATCHES]
+    reference = runs[0]
+    for (replicas, _), run in zip(BATCHES[1:], runs[1:], strict=True):
+        for seed, numbers in run.items():
+            # bit for bit (NaN equal to NaN: a diverged replica stays diverged)
+            torch.testing.assert_close(
+                numbers,
+                reference[seed],
+                rtol=0,
+                atol=0,
+                equal_nan=True,
+                msg=lambda m, r=replicas, s=seed: f"seed {s} of {r} replicas: {m}",
+            )
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize(
+    "overrides", [["activation=relu"], ["activation=tanh", "optimizer=adam"]], ids=str
+)
+def test_fused_replicas_do_not_depend_on_the_batch_size(bits, overrides):
+    """Eager: with 1, 3, 4, 16, 17 or 40 replicas, on 4 to 64 points, each replica's metrics
+    and weights are the same bits in every batch."""
+    assert_batch_independent(False, "dataset=parity", f"dataset.bits={bits}", *overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 12])
+def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
+    """Compiled, on two threads: the same, on 4 to 64 points and on 4096, where one sum over
+    all the points would be shared among the threads for some batch sizes and not others
+    (this test fails so with MAX_POINTS_PER_SUM = 4096)."""
+    # two threads, with an inductor cache for two threads (xorrelu.process: kernels compiled
+    # for one thread would be reused otherwise); the environment is restored afterwards
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(process, "_OUR_CACHE", None)
+    threads = torch.get_num_threads()
+    process.use_threads(2)
+    try:
+        assert_batch_independent(
+            True, "dataset=parity", f"dataset.bits={bits}", "activation=tanh", "optimizer=adam"
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_compiled_graph_does_not_grow_with_the_points():
+    """Issue #11: sums over points written out term by term made the graph, and the compile
+    time, grow with the points. Traced only (a backend that counts the nodes; no inductor):
+    XOR's 2 inputs repeated to 4 ... 4096 points. Beyond MAX_POINTS_PER_SUM a sum over points
+    takes a few more nodes (blocks, then the blocks), but no more for more points."""
+    assert MAX_POINTS_PER_SUM == 256  # the point counts below straddle it
+    sizes = {}
+    for points in [4, 64, 256, 512, 4096]:
+        cfg = make_cfg("replicas=3", "depth=2", "width=3")
+        x, y = make_dataset(cfg.dataset)
+        data = x.repeat(points // 4, 1), y.repeat(points // 4)
+        engine = FusedEngine(build_model(cfg, 2), data, cfg, compile=False)
+
+        def count(graph, inputs, points=points):
+            sizes[points] = len(graph.graph.nodes)
+            return graph.forward
+
+        torch._dynamo.reset()
+        step = torch.compile(engine._step, backend=count, dynamic=False)
+        with torch.no_grad():
+            step(engine.weights, engine.biases, engine.state, engine.t, True)
+    assert sizes[4] == sizes[64] == sizes[256] and sizes[512] == sizes[4096], sizes
+
+
+@pytest.mark.slow
+def test_compiled_sum_over_points_in_blocks():
+    """Past MAX_POINTS_PER_SUM points, compiled: blocks of consecutive points (the last one
+    filled up with zeros), then the blocks, each added up in order in every lane: bit for bit
+    the sum written out here (600 points: 3 blocks of 200)."""
+    assert MAX_POINTS_PER_SUM == 256  # 600 points: 3 blocks
+    terms = torch.randn(600, 3, 17, generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    total = torch.compile(_sum_points, dynamic=False)(terms)
+    expected = torch.zeros(3, 17)
+    for block in terms.split(200):
+        partial = torch.zeros(3, 17)
+        for term in block:
+            partial = partial + term
+        expected = expected + partial
+    torch.testing.assert_close(total, expected, rtol=0, atol=0)
+
+
 def test_engine_choice_is_recorded(train_run):
     summary, _, _ = train_run("steps=3", "replicas=2")
     assert (summary["engine"], summary["compiled"]) == ("autograd", False)  # short runs: no compile
@@ -153,3 +266,21 @@ def test_train_leaves_the_process_as_it_was(train_run):
     threads, environment = torch.get_num_threads(), dict(os.environ)
     train_run("steps=3", "replicas=2", "threads=1", "engine=fused", "compile=false")
     assert torch.get_num_threads() == threads and dict(os.environ) == environment
+
+
+@pytest.mark.slow
+def test_compiled_final_measurement_is_the_compiled_step_on_copies():
+    """A compiled run's last row (no update) comes from the compiled step, run on copies: no
+    second graph, nothing changed, and the same numbers as an update step at those parameters."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    _, fast = twin_engines("activation=relu", "optimizer=adam", "depth=2", compile=True)
+    fast.step(update=True)
+    graphs = counters["stats"]["unique_graphs"]
+    before = [t.clone() for t in (*fast.weights, *fast.biases, *fast.state, fast.t)]
+    final = fast.step(update=False)
+    assert counters["stats"]["unique_graphs"] == graphs
+    after = [*fast.weights, *fast.biases, *fast.state, fast.t]
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    torch.testing.assert_close(fast.step(update=True), final, rtol=0, atol=0)

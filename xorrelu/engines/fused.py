@@ -11,6 +11,7 @@ change. Tests hold it to the autograd engine: one step to 1e-6, twenty steps to 
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import torch
@@ -22,6 +23,22 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.model import linear_layers
 from xorrelu.optimizers import OPTIMIZERS
 from xorrelu.outcomes import STUCK_SLOPE
+
+# The replicas are computed in a padded batch (extra all-zero nets, never reported), so that
+# each one runs through the same vector code whatever the batch size (bit-exact batch
+# independence; tests/test_engines.py holds it for 1, 3, 4, 16, 17 and 40 replicas):
+# - compiled, at least one full vector of replicas (16 float lanes with AVX-512, the widest
+#   vectors on CPU). With one replica the replica axis drops out of inductor's loops and a sum
+#   over points is vectorized along the points instead; with fewer than a vector's width,
+#   inductor may share a sum over points among threads (see _sum_points). Above 16, a last,
+#   partial vector runs the same vector code under a mask.
+# - eager, a multiple of 64. ATen's elementwise loops take two vectors at a time (32 floats
+#   with AVX-512) and leave the rest of a row to scalar code, whose exp and log round otherwise.
+COMPILED_MIN_REPLICAS = 16
+EAGER_REPLICA_MULTIPLE = 64
+
+# the longest sum over points that the compiled step runs as one loop (see _sum_points)
+MAX_POINTS_PER_SUM = 256
 
 
 class FusedEngine:
@@ -40,10 +57,17 @@ class FusedEngine:
         self.optimizer_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
-        # [replicas, in, out] -> [in, out, replicas]; bias [replicas, 1, out] -> [out, replicas]
+        self.replicas = replicas = self.linear_layers[0].weight.shape[0]
+        multiple = EAGER_REPLICA_MULTIPLE
+        self.padded = (
+            max(replicas, COMPILED_MIN_REPLICAS) if compile else -(-replicas // multiple) * multiple
+        )
+        # [replicas, in, out] -> [in, out, padded]; bias [replicas, 1, out] -> [out, padded].
+        # Copies, never views of the parameters: plain tensors, as the clones of the final
+        # measurement are, so that one compiled graph fits both.
         with torch.no_grad():
-            self.weights = [w.weight.permute(1, 2, 0).contiguous() for w in self.linear_layers]
-            self.biases = [b.bias[:, 0, :].T.contiguous() for b in self.linear_layers]
+            self.weights = [self._pad(w.weight.permute(1, 2, 0)) for w in self.linear_layers]
+            self.biases = [self._pad(b.bias[:, 0, :].T) for b in self.linear_layers]
         params = self.weights + self.biases
         # slot s of parameter k at s * len(params) + k (the layout of checkpoints)
         self.state = [torch.zeros_like(p) for _ in range(self.optimizer.slots) for p in params]
@@ -55,36 +79,61 @@ class FusedEngine:
 
     def step(self, update: bool = True, log: bool = True) -> dict[str, torch.Tensor]:
         """All the metrics, logged or not (in one compiled step they cost little); then one
-        update if `update`. The final measurement (no update) runs once, uncompiled."""
-        fn = self._update_step if update else self._step
+        update if `update`."""
         with torch.no_grad():
-            if update:
-                # outside the compiled step: compiled code may drop in-place writes to a 0-d input
-                self.t += 1
-            return fn(self.weights, self.biases, self.state, self.t, update)
+            metrics = self._measure(update)
+        if self.padded == self.replicas:
+            return metrics
+        return {k: v[..., : self.replicas] for k, v in metrics.items()}
+
+    def _measure(self, update: bool) -> dict[str, torch.Tensor]:
+        if update:
+            # outside the compiled step: compiled code may drop in-place writes to a 0-d input
+            self.t += 1
+            return self._update_step(self.weights, self.biases, self.state, self.t, True)
+        if not self.compiled:
+            return self._step(self.weights, self.biases, self.state, self.t, False)
+        # The final measurement (no update) of a compiled run: the compiled step on copies,
+        # its update thrown away. The last row then has the arithmetic of all the others
+        # (eager kernels round exp and log differently, and lay out their vector lanes by
+        # the batch size), and no second graph is compiled for update=False.
+        weights, biases = ([p.clone() for p in ps] for ps in (self.weights, self.biases))
+        state = [s.clone() for s in self.state]
+        return self._update_step(weights, biases, state, self.t + 1, True)
 
     def state_dict(self) -> dict:
-        return {"state": [s.cpu() for s in self.state], "t": self.t.cpu()}
+        """The optimizer state of the real replicas (the checkpoint's layout has no padding)."""
+        state = [s[..., : self.replicas].contiguous().cpu() for s in self.state]
+        return {"state": state, "t": self.t.cpu()}
 
     def load_state_dict(self, saved: dict) -> None:
         with torch.no_grad():
             for mine, theirs in zip(self.state, saved["state"], strict=False):
-                mine.copy_(theirs)
+                mine[..., : self.replicas].copy_(theirs)
             self.t.copy_(saved["t"])
 
     def write_back(self) -> None:
         """Copy the parameters back into the nn.Sequential (its layout) for saving and export."""
         with torch.no_grad():
             for layer, w, b in zip(self.linear_layers, self.weights, self.biases, strict=True):
-                layer.weight.copy_(w.permute(2, 0, 1))
-                layer.bias.copy_(b.T.unsqueeze(1))
+                layer.weight.copy_(w[..., : self.replicas].permute(2, 0, 1))
+                layer.bias.copy_(b[..., : self.replicas].T.unsqueeze(1))
+
+    def _pad(self, parameter: torch.Tensor) -> torch.Tensor:
+        """A copy of `parameter` [..., replicas] with zeros for the padding replicas."""
+        padded = parameter.new_zeros(*parameter.shape[:-1], self.padded)
+        padded[..., : self.replicas] = parameter
+        return padded
 
     def _step(self, weights, biases, state, t, update: bool) -> dict[str, torch.Tensor]:
         """Forward, backward, metrics and (if `update`) the update, for all replicas at once.
 
-        Every sum over points or units is written out term by term over slices [..., replicas]:
-        each replica then gets the same arithmetic in the same order whatever the batch size,
-        and the compiler turns the step into a few loops vectorized along the replica axis.
+        Sums over units (width and inputs are small) are written out term by term over slices
+        [points, ..., replicas]: elementwise adds, the same for every replica in any batch.
+        Sums over points are reductions (_sum_points), so the compiled graph does not grow with
+        the number of points; they too add a replica's terms in an order that depends on the
+        number of points alone. The compiler turns the step into a few loops vectorized along
+        the replica axis.
         """
         n_points = self.x.shape[0]
         # forward: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas] vector
@@ -98,16 +147,13 @@ class FusedEngine:
                 h = self.module(z)
                 inputs.append(h)
         logits = z[:, 0, :]  # [points, replicas]
-        cost = (
-            _sum(
-                F.binary_cross_entropy_with_logits(
-                    logits, self.y.expand_as(logits), reduction="none"
-                )
-            )
-            / n_points
+        losses = F.binary_cross_entropy_with_logits(
+            logits, self.y.expand_as(logits), reduction="none"
         )
+        cost = _sum_points(losses) / n_points
         hypothesis = torch.sigmoid(logits)
-        accuracy = _sum((torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)) / n_points
+        hits = (torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)
+        accuracy = _sum_points(hits) / n_points
 
         # backward: d cost / d logits = (h - y) / points, then layer by layer to the input
         dz = ((hypothesis - self.y) / n_points).unsqueeze(1)  # [points, 1, replicas]
@@ -119,20 +165,19 @@ class FusedEngine:
         )
         for i in reversed(range(len(weights))):
             a = inputs[i]
-            grads_w[i] = _sum(
-                a[n].unsqueeze(1) * dz[n].unsqueeze(0) for n in range(n_points)
-            )  # [in, out, replicas]
-            grads_b[i] = _sum(dz)  # [out, replicas]
+            # [points, in, 1, replicas] * [points, 1, out, replicas] -> [in, out, replicas]
+            grads_w[i] = _sum_points(a.unsqueeze(2) * dz.unsqueeze(1))
+            grads_b[i] = _sum_points(dz)  # [out, replicas]
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
             if i > 0:
                 slope = self.activation.slope(
                     self.activation_cfg, pre_activations[i - 1], None
                 ).expand_as(pre_activations[i - 1])
-                flat = _all(
-                    slope.abs() < STUCK_SLOPE * self.peak
-                )  # [units, replicas]: stuck at every point
-                stuck.append(_sum(flat.to(logits.dtype)) / flat.shape[0])
+                # [units, replicas]: 1 where stuck at every point (a min over points, exact in
+                # any order; compiled, cheaper than all(), which inductor runs as ~any(~x))
+                flat = (slope.abs() < STUCK_SLOPE * self.peak).to(logits.dtype).amin(0)
+                stuck.append(_sum(flat) / flat.shape[0])
                 w = weights[i]
                 dz = (
                     _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slope
@@ -164,9 +209,32 @@ def _sum(terms):
     return total
 
 
-def _all(flags: torch.Tensor) -> torch.Tensor:
-    """flags[0] & flags[1] & ... over the first axis."""
-    result = flags[0]
-    for flag in flags[1:]:
-        result = result & flag
-    return result
+def _sum_points(terms: torch.Tensor) -> torch.Tensor:
+    """`terms` summed over its first axis, the points, in an order set by the number of points
+    alone: not by the replicas beside a replica, nor by the number of threads.
+
+    Compiled: one reduction over up to MAX_POINTS_PER_SUM points, or over blocks of up to as
+    many consecutive points and then over the blocks. Inductor runs a reduction as a loop over
+    the points, in order, inside loops vectorized along the replicas (an accumulator per
+    lane). The graph does not grow with the points (past MAX_POINTS_PER_SUM it has a few nodes
+    more, once). Why blocks: inductor shares a reduction loop among threads (partial sums,
+    added in another order) when it is over 300 times longer than the loops around it
+    (torch/_inductor/codegen/cpp.py, LoopNest.max_parallel_depth), which depends on the batch
+    size: with 4096 points in one loop, 17 and 40 replicas gave different numbers on two
+    threads. 256 stays under 300 with one vector of replicas (COMPILED_MIN_REPLICAS) and under
+    4096, past which inductor sums floats in cascades; 256 blocks of 256 cover 2**16 points.
+
+    Eager: the last row of a cumulative sum, which walks each column in order (float32 terms
+    add up in float64 there). ATen's sum kernels vectorize along whichever axis is contiguous,
+    the points when there is one replica, and so add up in another order.
+    """
+    if not torch.compiler.is_compiling():
+        return terms.cumsum(0)[-1]
+    points = terms.shape[0]
+    blocks = math.ceil(points / MAX_POINTS_PER_SUM)
+    if blocks == 1:
+        return terms.sum(0)
+    block = math.ceil(points / blocks)
+    # zeros for the points that fill up the last block (x + 0 is x)
+    terms = F.pad(terms, (0, 0) * (terms.dim() - 1) + (0, blocks * block - points))
+    return terms.reshape(blocks, block, *terms.shape[1:]).sum(1).sum(0)
