@@ -223,15 +223,32 @@ def test_engine_choice_is_recorded(train_run):
     assert summary["engine"] == "autograd"  # the fused engine has no maxout: auto falls back
 
 
-def test_compile_auto_decides_from_steps_times_replicas():
+def test_compile_auto_compiles_only_what_pays_for_its_compile():
+    """No job waits longer for a compile than it would train: the default job and every point
+    of the sweep presets stay uncompiled (a compile per shape would cost more than the sweep);
+    the lesson's 200,000-step run and a 1,000-replica, 500-point run compile."""
+    presets = [
+        [f"experiment={name}", f"{key}={value}"]
+        for name, key, values in [
+            ("activations", "activation", ["relu", "sigmoid"]),
+            ("depth", "depth", [1, 20]),
+            ("width", "width", [2, 20]),
+            ("init", "init", ["xavier_uniform", "lab_uniform"]),
+        ]
+        for value in values
+    ]
     for overrides, expected in [
         (["steps=10000", "replicas=16"], ("autograd", False)),
+        *[(preset, ("autograd", False)) for preset in presets],
+        (["experiment=lab10"], ("fused", True)),
         (["steps=200000", "replicas=16"], ("fused", True)),
+        (["dataset=parity", "dataset.bits=9", "replicas=1000", "steps=2000"], ("fused", True)),
         (["steps=200000", "activation=prelu"], ("autograd", False)),
     ]:
         cfg = make_cfg(*overrides)
         data = make_dataset(cfg.dataset)
-        engine = make_engine(cfg, build_model(make_cfg(*overrides, "replicas=1"), 2), data, None)
+        model = build_model(make_cfg(*overrides, "replicas=1"), data[0].shape[1])
+        engine = make_engine(cfg, model, data, None)
         assert (engine.name, engine.compiled) == expected, overrides
 
 

@@ -159,7 +159,7 @@ class Config:
     engine: EngineName = (
         EngineName.auto
     )  # auto | autograd | fused (same numbers, see README Performance)
-    # fused engine under torch.compile: auto (when steps x replicas >= 2e6) | true | false
+    # fused engine under torch.compile: auto (when quicker than training uncompiled) | true | false
     compile: Any = "auto"
     threads: int = (
         0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once

@@ -32,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from xorrelu import signals
 from xorrelu.config import Device
 from xorrelu.data import make_dataset
-from xorrelu.engines import Engine, make_engine
+from xorrelu.engines import Engine, compile_estimate, make_engine
 from xorrelu.files import Reserve, locked, save_torch, write_json
 from xorrelu.metrics import Recorder, forward, logged
 from xorrelu.model import build_model
@@ -118,8 +118,12 @@ def setup(
         engine.load_state_dict(checkpoint["engine_state"])
     log.info("%s", model)
     compiled = ", compiled" if engine.compiled else ""
+    why = ""
+    if cfg.compile == "auto" and not checkpoint:
+        compile_s, eager_s = compile_estimate(cfg, data[0].shape[0])
+        why = f" (compile=auto: compiling ~{compile_s:.0f} s, training uncompiled ~{eager_s:.0f} s)"
     threads = torch.get_num_threads()
-    log.info("engine: %s%s, %d thread(s), %s", engine.name, compiled, threads, device)
+    log.info("engine: %s%s, %d thread(s), %s%s", engine.name, compiled, threads, device, why)
     summary = _job_info(cfg, device, engine)
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]

@@ -6,10 +6,11 @@ the current parameters, then apply one update.
 - fused (xorrelu.engines.fused): forward, backward, metrics and update written out by hand in
   one function that torch.compile turns into a few vectorized loops.
 
-`make_engine` chooses: compile=auto compiles when the run is long enough for ~15 s of
-compilation to pay off, and engine=auto takes the fused engine exactly then (uncompiled,
-autograd is as fast). A resumed run keeps the engine of its checkpoint, so its numbers go on
-exactly.
+`make_engine` chooses: compile=auto compiles when compiling would take less than half the
+time the whole run would take uncompiled (`compile_estimate`), and engine=auto takes the fused
+engine exactly then (uncompiled, autograd is faster). The choice depends on the config alone,
+never on a timing, so the same config always gives the same numbers. A resumed run keeps the
+engine of its checkpoint, so its numbers go on exactly.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from torch import nn
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.config import EngineName
 
-# compile=auto compiles from here: ~15 s of compiling pays off (benchmarks/results.md)
-COMPILE_AUTO_MODEL_STEPS = 2_000_000
+# The cost model of compile=auto, measured on a 2-core AMD EPYC with torch 2.13 (cold inductor
+# cache; benchmarks/results.md): an eager autograd step takes ~0.5 ms plus ~0.08 ms per Linear
+# layer plus ~20 ns per replica x point x unit x layer (1.4 ms at depth 10 x 100 replicas, 44 ms
+# at 10,000 replicas); compiling the fused step takes ~10 s plus ~1.1 s per layer (22 s at the
+# lesson's depth 10, 16 s at depth 4), whatever the number of points. A faster machine is
+# faster at both, so their ratio, which decides, holds roughly.
+EAGER_STEP_S, EAGER_LAYER_S, EAGER_ELEMENT_S = 0.5e-3, 0.08e-3, 20e-9
+COMPILE_S, COMPILE_LAYER_S = 10.0, 1.1
 
 
 class Engine(Protocol):
@@ -52,13 +59,14 @@ def make_engine(
     cfg, model: nn.Sequential, data: tuple[torch.Tensor, torch.Tensor], checkpoint: dict | None
 ) -> Engine:
     """The engine cfg asks for, or the one `checkpoint` was written by."""
+    points = data[0].shape[0]
     from xorrelu.engines.autograd import AutogradEngine
     from xorrelu.engines.fused import FusedEngine
 
     if checkpoint:
         engine, compile_ = EngineName(checkpoint["engine"]), checkpoint["compiled"]
     else:
-        engine, compile_ = EngineName(cfg.engine), compile_wanted(cfg)
+        engine, compile_ = EngineName(cfg.engine), compile_wanted(cfg, points)
     if engine is EngineName.auto:
         engine = EngineName.fused if compile_ and fused_runs(cfg) else EngineName.autograd
     if engine is EngineName.autograd:
@@ -66,7 +74,20 @@ def make_engine(
     return FusedEngine(model, data, cfg, compile=compile_)
 
 
-def compile_wanted(cfg) -> bool:
+def compile_wanted(cfg, points: int) -> bool:
+    """compile=auto: compile when the compile is expected to take less than half the time the
+    run would take uncompiled, so that no job waits longer for a compile than it would have
+    trained (the estimates are rough: the margin keeps a close call uncompiled)."""
     if cfg.compile == "auto":
-        return cfg.steps * cfg.replicas >= COMPILE_AUTO_MODEL_STEPS
+        compile_s, eager_s = compile_estimate(cfg, points)
+        return compile_s < eager_s / 2
     return bool(cfg.compile)
+
+
+def compile_estimate(cfg, points: int) -> tuple[float, float]:
+    """(seconds to compile the fused step, seconds to train the whole run uncompiled), from
+    the cost model above."""
+    layers = cfg.depth + 1
+    elements = cfg.replicas * points * cfg.width * layers
+    eager_step = EAGER_STEP_S + EAGER_LAYER_S * layers + EAGER_ELEMENT_S * elements
+    return COMPILE_S + COMPILE_LAYER_S * layers, cfg.steps * eager_step
