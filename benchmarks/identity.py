@@ -54,7 +54,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent  # the current tree: the checkout this file is in
 
 # summary.json keys that measure time, and keys that name the code or the environment
-TIMING_KEYS = {"wall_seconds", "warmup_seconds", "model_steps_per_second"}
+TIMING_KEYS = {
+    "wall_seconds",
+    "warmup_seconds",
+    "model_steps_per_second",
+    "started_at",
+    "ended_at",
+    "host",
+    "pid",
+}
 CODE_KEYS = {"git_commit", "versions"}
 
 # (name, overrides, sweep?); a name's runs go into <root>/<tree>/<name>/. All but the canonical

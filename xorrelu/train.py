@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +62,7 @@ class Run:
     step: int = 0  # the step being taken: `step` updates are done
     warm: float | None = None  # when the first step (with any compilation) was done
     start: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)  # the same moment, as a UNIX time
     resume_point: dict | None = None  # where a longer run would go on from (before the last row)
     resume_at: int | None = None  # a resumed run's metrics.csv is cut back to this many bytes
     recorder: Recorder | None = None
@@ -379,7 +382,12 @@ def _timing(run: Run) -> dict:
     time, with any compilation, is `warmup_seconds`)."""
     now = time.perf_counter()
     step = run.step if run.warm is not None else run.first
-    timing = {"last_step": step, "wall_seconds": now - run.start}
+    timing = {
+        "last_step": step,
+        "wall_seconds": now - run.start,
+        "started_at": run.started_at,  # UNIX times: where the job sat in its sweep
+        "ended_at": run.started_at + (now - run.start),
+    }
     if run.warm is not None:
         done = step - run.first - 1
         timing["warmup_seconds"] = run.warm - run.start
@@ -398,6 +406,8 @@ def _job_info(cfg, device: torch.device, engine) -> dict:
         "engine": engine.name,
         "compiled": engine.compiled,
         "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "versions": {
             "xorrelu": _version(),
             "torch": torch.__version__,
