@@ -21,6 +21,7 @@ PLOTS = [
     "outcomes",
     "stuck_units",
     "success_heatmap",
+    "solved_rate",
 ]
 
 
@@ -80,6 +81,10 @@ def test_each_plot_function_draws_one_line_or_band_per_group(sweep):
     )  # 3 hidden + output
     ax = plot.plot_success_heatmap(results, ax=Figure().subplots())
     assert ax.images[0].get_array().shape == (2, 2)
+    ax = plot.plot_solved_rate(results, ax=Figure().subplots())  # depth on x, a line per activation
+    assert [len(line.get_xdata()) for line in ax.lines] == [2, 2]
+    rates = sorted(float(y) for line in ax.lines for y in line.get_ydata())
+    assert rates == sorted(results.summary.solved_rate)
 
 
 def test_plot_functions_draw_on_the_current_axes_when_given_none(sweep):

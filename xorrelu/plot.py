@@ -647,6 +647,39 @@ def plot_success_heatmap(results: Results, ax=None):
     return ax
 
 
+def numeric_key(results: Results) -> str | None:
+    """The varying key whose values are all numbers (depth, width, lr ...), if there is one."""
+    for key in results.keys:
+        values = results.summary[key]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return key
+    return None
+
+
+def plot_solved_rate(results: Results, ax=None):
+    """Solved rate against a numeric key (e.g. depth or width), with its 95% interval; one line
+    per value of the other varying key, if there is one."""
+    ax = _axes(ax)
+    x = numeric_key(results)
+    others = [k for k in results.keys if k != x]
+    lines = results.summary.groupby(others[0], sort=False) if others else [("all", results.summary)]
+    for i, (name, rows) in enumerate(lines):
+        rows = rows.sort_values(x)
+        color = OKABE_ITO[i % len(OKABE_ITO)]
+        label = f"{others[0]}={name}" if others else None
+        ax.plot(rows[x], rows.solved_rate, "o-", color=color, markersize=3, label=label)
+        ax.fill_between(rows[x], rows.solved_ci_low, rows.solved_ci_high, color=color, alpha=0.2)
+    ax.set(
+        ylim=(-0.02, 1.02),
+        xlabel=x,
+        ylabel="fraction of replicas solved",
+        title="Solved rate (bands: 95% Wilson intervals)",
+    )
+    if others:
+        ax.legend(fontsize="small")
+    return ax
+
+
 def _figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Figure, object]:
     figure = Figure(figsize=(width, height), layout="constrained")
     return figure, figure.subplots(**subplots)
@@ -707,8 +740,12 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if len(results.keys) == 2:
-        figures["success_heatmap"], ax = _figure(6.5, 4.8)
+        rows = results.summary[results.keys[0]].nunique()
+        figures["success_heatmap"], ax = _figure(6.5, max(4.8, 0.3 * rows + 1.5))
         plot_success_heatmap(results, ax=ax)
+    if len(results.keys) in (1, 2) and numeric_key(results):
+        figures["solved_rate"], ax = _figure()
+        plot_solved_rate(results, ax=ax)
     for figure in figures.values():
         figure.suptitle(results.title, fontsize="small")
     if {_inputs(c) for c in results.configs} == {2}:
@@ -815,6 +852,10 @@ CAPTIONS = {
     "success_heatmap": (
         "Solved rate per combination of the two swept keys, with the number of replicas. "
         "Read across a row to see where a setting starts or stops training."
+    ),
+    "solved_rate": (
+        "Solved rate against the swept number, one line per value of the other swept key, "
+        "with 95% Wilson intervals as bands."
     ),
     "decision_boundary": (
         f"The net's output h over the plane for up to {MAX_BOUNDARIES} replicas "
