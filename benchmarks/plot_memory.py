@@ -2,6 +2,7 @@
 
     python benchmarks/plot_memory.py --jobs 60 --replicas 100 --steps 10000   # 60 x 1M rows, ~9 GB
     python benchmarks/plot_memory.py --jobs 4 --replicas 100 --steps 1000 --no-record
+    python benchmarks/plot_memory.py --dir /scratch/pm --keep --curves   # then: --reuse --no-curves
 
 One small real job (the CLI, `depth` as asked, `replicas` R, 20 steps) gives the files a job dir
 holds: summary.json, .hydra/, weights.pt. Each synthetic job copies them with its own seed
@@ -9,8 +10,11 @@ holds: summary.json, .hydra/, weights.pt. Each synthetic job copies them with it
 an activation taken in turn from sigmoid, tanh, relu (so the jobs form 3 groups of pooled
 seeds), and gets a metrics.csv of R replicas x S steps with every column a real one has, written
 by pyarrow (values: falling costs, accuracies in quarters, positive gradient norms, stuck
-fractions in fifths). Then the plotter runs in a subprocess over the sweep; its wall time and
-peak RSS (os.wait4's ru_maxrss) are printed, and written into benchmarks/results.md between the
+fractions in fifths). With --curves each job also gets the curves.csv training would write
+(xorrelu.metrics.write_curves over its metrics.csv, which a test holds equal to the streamed
+one), and the plotter reads that instead; --reuse --no-curves removes them again, to time
+metrics.csv alone. Then the plotter runs in a subprocess over the sweep; its wall time and peak
+RSS (os.wait4's ru_maxrss) are printed, and written into benchmarks/results.md between the
 `plot_memory` markers unless --no-record.
 """
 
@@ -31,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
+
+from xorrelu.metrics import curves_steps, write_curves
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -78,8 +84,11 @@ def metrics_table(rng, seeds: np.ndarray, steps: int, depth: int, width: int) ->
     return pa.table(columns)
 
 
-def synthesize(sweep: Path, template: Path, jobs: int, replicas: int, steps: int) -> int:
-    """`jobs` job dirs below `sweep`; returns the bytes of metrics.csv written."""
+def synthesize(
+    sweep: Path, template: Path, jobs: int, replicas: int, steps: int, curves: bool = False
+) -> int:
+    """`jobs` job dirs below `sweep` (with `curves`, each with its curves.csv); returns the bytes
+    of metrics.csv written."""
     summary = json.loads((template / "summary.json").read_text())
     config_yaml = (template / ".hydra" / "config.yaml").read_text()
     weights = torch.load(template / "weights.pt", weights_only=True)
@@ -97,6 +106,9 @@ def synthesize(sweep: Path, template: Path, jobs: int, replicas: int, steps: int
         last = {c: table.column(c).to_numpy()[-replicas:] for c in ("cost", "accuracy")}
         config = {**summary["config"], "seed": int(seed0), "steps": steps - 1}
         config["activation"] = {"name": activation}
+        kept = curves_steps(config["steps"], config["log_every"], config.get("log_first", 0))
+        if curves and kept is not None:
+            write_curves(job / "metrics.csv", job / "curves.csv", kept)
         solved = (last["accuracy"] == 1) & (last["cost"] < 0.1)
         job_summary = {
             **summary,
@@ -152,8 +164,8 @@ def record(line: str) -> None:
     path = HERE / "results.md"
     text = path.read_text() if path.exists() else ""
     header = (
-        "| jobs × replicas × steps | rows | metrics.csv | wall (s) | peak RSS (MiB) | "
-        "plotter | machine |\n|---|---:|---:|---:|---:|---|---|\n"
+        "| jobs × replicas × steps | rows | metrics.csv | read from | wall (s) | peak RSS (MiB) | "
+        "plotter | machine |\n|---|---:|---:|---|---:|---:|---|---|\n"
     )
     if BEGIN not in text:
         text = text.rstrip("\n") + (
@@ -189,6 +201,10 @@ def main() -> int:
     parser.add_argument("--code", default=str(ROOT), help="checkout whose plotter runs")
     parser.add_argument("--label", default="this checkout", help="the plotter column's text")
     parser.add_argument("--no-record", action="store_true", help="do not write results.md")
+    parser.add_argument("--curves", action="store_true", help="give each job its curves.csv")
+    parser.add_argument(
+        "--no-curves", action="store_true", help="with --reuse: remove the jobs' curves.csv"
+    )
     args = parser.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="plot_memory-"))
     sweep = work / "sweep"
@@ -199,19 +215,24 @@ def main() -> int:
             work.mkdir(parents=True, exist_ok=True)
             template = template_job(work, args.replicas, args.depth)
             start = time.monotonic()
-            size = synthesize(sweep, template, args.jobs, args.replicas, args.steps)
+            size = synthesize(sweep, template, args.jobs, args.replicas, args.steps, args.curves)
             print(
                 f"synthesized {args.jobs} jobs, {size / 2**30:.2f} GiB of metrics.csv "
                 f"in {time.monotonic() - start:.0f} s",
                 flush=True,
             )
+        if args.no_curves:
+            for path in sweep.glob("*/curves.csv"):
+                path.unlink()
         size = sum(p.stat().st_size for p in sweep.glob("*/metrics.csv"))
+        read = "curves.csv" if any(sweep.glob("*/curves.csv")) else "metrics.csv"
         shutil.rmtree(work / "plots", ignore_errors=True)
         wall, rss, code = run_plotter(sweep, work / "plots", Path(args.code))
         rows = args.jobs * args.replicas * args.steps
         line = (
             f"| {args.jobs} × {args.replicas} × {args.steps} | {rows:,} | "
-            f"{size / 2**30:.2f} GiB | {wall:.0f} | {rss:,.0f} | {args.label} | {machine()} |"
+            f"{size / 2**30:.2f} GiB | {read} | {wall:.0f} | {rss:,.0f} | {args.label} | "
+            f"{machine()} |"
         )
         print(line if code == 0 else f"the plotter failed (exit {code})")
         if code == 0 and not args.no_record:

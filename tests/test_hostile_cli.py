@@ -756,7 +756,7 @@ def test_a_write_that_fails_half_way_is_cut_back_to_the_last_whole_row(tmp_path,
         def __getattr__(self, name):
             return getattr(self.file, name)
 
-    real_append, calls = metrics.Recorder._append, []
+    real_append, calls = metrics.Rows.append, []
 
     def half_then_full(self, data):
         calls.append(1)
@@ -764,7 +764,7 @@ def test_a_write_that_fails_half_way_is_cut_back_to_the_last_whole_row(tmp_path,
             self.file = FullAfterHalf(self.file)
         real_append(self, data)
 
-    monkeypatch.setattr(metrics.Recorder, "_append", half_then_full)
+    monkeypatch.setattr(metrics.Rows, "append", half_then_full)
     monkeypatch.setattr(
         metrics.Recorder,
         "__init__",

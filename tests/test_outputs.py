@@ -14,7 +14,14 @@ import torch
 from conftest import make_cfg
 
 from xorrelu.data import make_dataset
-from xorrelu.metrics import columns
+from xorrelu.metrics import (
+    CURVES_ABOVE,
+    MAX_POINTS,
+    columns,
+    curves_steps,
+    thin,
+    write_curves,
+)
 from xorrelu.model import build_model, export_replica, linear_layers, load_model
 from xorrelu.train import train
 
@@ -170,3 +177,25 @@ def test_a_run_in_three_parts_writes_what_train_writes(tmp_path, train_run):
     summary = finish(run)
     assert (tmp_path / "parts" / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     assert summary["replicas"] == json.loads((whole / "summary.json").read_text())["replicas"]
+
+
+def test_curves_csv_holds_the_drawn_steps_and_is_made_again_from_metrics_csv(train_run, tmp_path):
+    """Logging more than 2 x MAX_POINTS steps, a job also writes curves.csv: metrics.csv's rows
+    at the steps the plots draw, byte for byte; at 2 x MAX_POINTS or fewer it writes none."""
+    _, metrics, job = train_run(
+        "steps=3000", "log_every=3", "log_first=1500", "replicas=3", "depth=2"
+    )
+    logged = np.unique(metrics.step)
+    assert len(logged) == 2001 > CURVES_ABOVE
+    kept = curves_steps(3000, 3, 1500)
+    np.testing.assert_array_equal(kept, logged[thin(len(logged))])
+    assert len(kept) == MAX_POINTS and kept[0] == 0 and kept[-1] == 3000
+    curves = pd.read_csv(job / "curves.csv")
+    np.testing.assert_array_equal(np.unique(curves.step), kept)
+    pd.testing.assert_frame_equal(curves, metrics[metrics.step.isin(kept)].reset_index(drop=True))
+    size = write_curves(job / "metrics.csv", tmp_path / "made.csv", kept)
+    assert (tmp_path / "made.csv").read_bytes() == (job / "curves.csv").read_bytes()
+    assert size == (job / "curves.csv").stat().st_size
+
+    _, metrics, job = train_run("steps=1999", "replicas=2", "depth=2")
+    assert metrics.step.nunique() == CURVES_ABOVE and not (job / "curves.csv").exists()

@@ -192,3 +192,40 @@ def test_a_plotting_failure_is_reported_and_never_raised(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         plot_safely(tmp_path / "missing")
     assert "plotting failed (training results are intact)" in caplog.text
+
+
+def test_a_job_plots_the_same_from_curves_csv_as_from_metrics_csv(tmp_path):
+    """A completed job is read from its curves.csv (the rows at the steps drawn), and the curves
+    and tables come out as they do from metrics.csv alone; a curves.csv that is not whole is
+    passed over for metrics.csv."""
+    import shutil
+
+    import numpy as np
+    from conftest import make_cfg
+
+    from xorrelu import results
+    from xorrelu.train import train
+
+    job, bare = tmp_path / "job", tmp_path / "bare"
+    train(make_cfg("steps=2500", "replicas=3", "depth=2", "plot=false"), job)
+    shutil.copytree(job, bare)
+    (bare / "curves.csv").unlink()
+    assert len(results.read_job(job, curves=True).metrics) == 1000 * 3
+    assert len(results.read_job(job).metrics) == len(results.read_job(bare, curves=True).metrics)
+    a, b = plot.collect([job]), plot.collect([bare])
+    for name, value in vars(a.curves["all"]).items():
+        other = vars(b.curves["all"])[name]
+        if isinstance(value, dict):
+            assert value.keys() == other.keys(), name
+            for key in value:
+                np.testing.assert_array_equal(value[key], other[key], err_msg=f"{name} {key}")
+        else:
+            np.testing.assert_array_equal(value, other, err_msg=name)
+    assert a.summary.equals(b.summary) and plot.summary_markdown(a) == plot.summary_markdown(b)
+    assert a.replicas.drop(columns="job").equals(b.replicas.drop(columns="job"))
+
+    data = (job / "curves.csv").read_bytes()
+    (job / "curves.csv").write_bytes(
+        data[: data.rindex(b"\n2400,") + 1]
+    )  # steps missing at the end
+    assert len(results.read_job(job, curves=True).metrics) == 2501 * 3

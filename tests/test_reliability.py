@@ -315,7 +315,7 @@ def test_a_checkpoint_holds_exactly_what_resume_reads(tmp_path):
     train(make_cfg("steps=5", "replicas=2"), tmp_path / "job")
     checkpoint = torch.load(tmp_path / "job" / "checkpoint.pt", weights_only=True)
     assert set(checkpoint) == set(resume.CHECKPOINT)
-    assert set(checkpoint["recorder"]) == {"csv_bytes", *resume.RECORDER}
+    assert set(checkpoint["recorder"]) == {"csv_bytes", "curves_bytes", *resume.RECORDER}
 
 
 def test_a_job_dir_from_before_the_refactor_still_resumes_and_plots(tmp_path):
@@ -342,3 +342,40 @@ def test_a_job_dir_from_before_the_refactor_still_resumes_and_plots(tmp_path):
     assert resume.main([str(old), "--steps", "60"]) == 0
     new = tmp_path / "new"
     assert (old / "metrics.csv").read_bytes() == (new / "metrics.csv").read_bytes()
+
+
+def test_curves_csv_is_a_prefix_when_stopped_and_whole_when_resumed(tmp_path, monkeypatch):
+    """Stopped at step 1234, curves.csv holds the rows of the full run's up to there; resumed, it
+    is the full run's byte for byte: from the checkpoint's position, or made again from
+    metrics.csv when the checkpoint has none (older ones) or --steps moves the steps kept."""
+    from xorrelu import metrics
+
+    args = ("steps=2500", "replicas=3", "depth=2", "plot=false", "print_every=100000")
+    train(make_cfg(*args), tmp_path / "whole")
+    train(make_cfg(*args[1:], "steps=3000"), tmp_path / "longer")
+    whole, longer = ((tmp_path / d / "curves.csv").read_bytes() for d in ("whole", "longer"))
+    add = metrics.Recorder.add
+
+    def stop_at_1234(self, step, values, logged):
+        add(self, step, values, logged)
+        if step == 1234:
+            os.kill(os.getpid(), signal.SIGTERM)  # training stops before step 1235
+
+    for job, old in (("cut", False), ("old", True)):
+        monkeypatch.setattr(metrics.Recorder, "add", stop_at_1234)
+        with pytest.raises(Interrupted):
+            train(make_cfg(*args), tmp_path / job)
+        monkeypatch.undo()
+        cut = (tmp_path / job / "curves.csv").read_bytes()
+        assert cut.endswith(b"\n") and whole.startswith(cut) and b"\n1234," in cut
+        assert b"\n1235," not in cut and len(cut) < len(whole)
+        checkpoint = torch.load(tmp_path / job / "checkpoint.pt", weights_only=True)
+        assert checkpoint["step"] == 1235 and checkpoint["recorder"]["curves_bytes"] == len(cut)
+        if old:  # a checkpoint from before curves.csv, and half a row left by a kill
+            del checkpoint["recorder"]["curves_bytes"]
+            torch.save(checkpoint, tmp_path / job / "checkpoint.pt")
+            (tmp_path / job / "curves.csv").write_bytes(cut[: len(cut) // 2])
+        assert resume.main([str(tmp_path / job)]) == 0
+        assert (tmp_path / job / "curves.csv").read_bytes() == whole
+    assert resume.main([str(tmp_path / "cut"), "--steps", "3000"]) == 0
+    assert (tmp_path / "cut" / "curves.csv").read_bytes() == longer

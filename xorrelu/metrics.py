@@ -12,6 +12,7 @@ Only the Recorder lays them out as columns (`columns`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from xorrelu.model import BatchedLinear
 from xorrelu.outcomes import STUCK_SLOPE, Outcomes, blank
 
 METRICS = ("cost", "accuracy", "grad_norm", "stuck_frac")  # in the order of the columns
+MAX_POINTS = 1000  # logged steps a plot draws per line (and curves.csv keeps); more are thinned
+CURVES_ABOVE = 2 * MAX_POINTS  # curves.csv is written when a job logs more steps than this
 
 
 def columns(depth: int) -> list[str]:
@@ -46,6 +49,52 @@ def logged(cfg, step: int) -> bool:
 def last_logged_before(cfg, step: int) -> int:
     """The last step before `step` (> 0) that has a row (a resumed file must end with it)."""
     return max(cfg.log_every * ((step - 1) // cfg.log_every), min(step - 1, cfg.log_first))
+
+
+def logged_steps(steps: int, log_every: int, log_first: int) -> tuple[int, Callable]:
+    """(n, at): how many steps `logged` picks out of 0..steps, and a function from positions
+    (a numpy array, 0 = step 0) to those steps, without listing all n."""
+    first = min(log_first, steps)  # 0..first: every step
+    every = steps // log_every - first // log_every  # the multiples of log_every after it
+    n = first + 1 + every + (steps > first and steps % log_every != 0)
+
+    def at(positions: np.ndarray) -> np.ndarray:
+        later = log_every * (first // log_every + 1 + positions - (first + 1))
+        return np.where(
+            positions <= first, positions, np.where(positions < first + 1 + every, later, steps)
+        )
+
+    return n, at
+
+
+def thin(n: int) -> np.ndarray:
+    """Positions of the steps drawn out of n: all of them, or MAX_POINTS evenly spaced (always
+    the first and the last)."""
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(int))
+
+
+def curves_steps(steps: int, log_every: int, log_first: int) -> np.ndarray | None:
+    """The logged steps curves.csv keeps (those a plot draws, `thin`), in order; None when the job
+    logs at most CURVES_ABOVE steps and writes no curves.csv (its metrics.csv is about as thin)."""
+    n, at = logged_steps(steps, log_every, log_first)
+    return at(thin(n)) if n > CURVES_ABOVE else None
+
+
+def write_curves(metrics: Path, curves: Path, steps: np.ndarray, end: int | None = None) -> int:
+    """curves.csv made again from metrics.csv (its first `end` bytes): the header and the rows at
+    `steps`, byte for byte as they are there; returns its size."""
+    keep = {int(step) for step in steps}
+    read = size = 0
+    with open(metrics, "rb") as source, open(curves, "wb") as target:
+        for line in source:
+            read += len(line)
+            if not line.endswith(b"\n") or end is not None and read > end:
+                break  # a row cut off by a kill, or past `end`
+            if size == 0 or int(line[: line.index(b",")]) in keep:
+                size += target.write(line)
+    return size
 
 
 def forward(model: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -120,8 +169,10 @@ class Recorder:
     every `flush_rows` rows or `flush_seconds` seconds. Each chunk first goes through the
     run's outcome tracker (xorrelu.outcomes): every step's cost and accuracy, then the logged
     rows, blanked from where a replica diverged. A chunk's work is vectorized over its steps,
-    so logging every step stays cheap. With `resume_at` (a byte offset in metrics.csv) it drops
-    any rows written after it and appends from there.
+    so logging every step stays cheap. With `curves` (curves_steps), the rows at those steps
+    also go to curves.csv beside it, at the same moments. With `resume_at` (a byte offset in
+    metrics.csv) it drops any rows written after it and appends from there; curves.csv likewise
+    from `curves_at`, or, without one that ends on a whole row, made again from metrics.csv.
     """
 
     def __init__(
@@ -131,7 +182,9 @@ class Recorder:
         seeds: list[int],
         outcomes: Outcomes,
         *,
+        curves: np.ndarray | None = None,
         resume_at: int | None = None,
+        curves_at: int | None = None,
         flush_rows: int = 200_000,
         flush_seconds: float = 5.0,
     ):
@@ -141,15 +194,16 @@ class Recorder:
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
         fields += [pa.field(name, pa.float32()) for name in columns(depth)[2:]]
         self.schema = pa.schema(fields)
-        if resume_at is not None:
-            self.file = open(path, "r+b", buffering=0)
-            self.file.truncate(resume_at)
-            self.file.seek(resume_at)
-            self.size = resume_at
-        else:
-            self.file = open(path, "wb", buffering=0)
-            self.size = 0
-            self._append(self._csv(self.schema.empty_table(), header=True))
+        header = self._csv(self.schema.empty_table(), header=True)
+        self.file = Rows(path, header, resume_at)
+        self.curves, self.curves_file = curves, None
+        if curves is not None:
+            curves_path = path.with_name("curves.csv")
+            if resume_at is None:
+                curves_at = None
+            elif not Rows.ends_at(curves_path, curves_at):
+                curves_at = write_curves(path, curves_path, curves, resume_at)
+            self.curves_file = Rows(curves_path, header, curves_at)
         self.steps: list[int] = []  # every step taken since the last flush
         self.every_step: list[dict[str, torch.Tensor]] = []  # their cost and accuracy
         self.logged: list[int] = []  # which of them are logged (indexes into self.steps)
@@ -191,7 +245,8 @@ class Recorder:
             self._write(logged_steps, kept)
 
     def _write(self, steps: list[int], chunk: dict[str, torch.Tensor]) -> None:
-        """The rows of `chunk` in the column order of `columns`, one per step and seed."""
+        """The rows of `chunk` in the column order of `columns`, one per step and seed; those at
+        the steps of `curves` also to curves.csv."""
         values = torch.cat(
             [
                 chunk["cost"][..., None],
@@ -207,7 +262,12 @@ class Recorder:
         arrays = [pa.array(step_column), pa.array(seed_column)] + [
             pa.array(flat[:, j]) for j in range(flat.shape[1])
         ]
-        self._append(self._csv(pa.Table.from_arrays(arrays, schema=self.schema)))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        self.file.append(self._csv(table))
+        if self.curves_file is not None:
+            kept = np.isin(step_column, self.curves)
+            if kept.any():
+                self.curves_file.append(self._csv(table.filter(pa.array(kept))))
 
     @staticmethod
     def _csv(table: pa.Table, header: bool = False) -> bytes:
@@ -218,7 +278,58 @@ class Recorder:
         pacsv.write_csv(table, sink, write_options=options)
         return sink.getvalue().to_pybytes()
 
-    def _append(self, data: bytes) -> None:
+    def position(self) -> int:
+        """Flush, and return the end of metrics.csv's last whole row: where a resumed run
+        appends."""
+        self.flush()
+        return self.file.size
+
+    def curves_position(self) -> int | None:
+        """The same for curves.csv (None without one); after `position`."""
+        return None if self.curves_file is None else self.curves_file.size
+
+    def close(self) -> None:
+        try:
+            if not self.file.closed:
+                self.flush()
+        finally:
+            self.file.close()
+            if self.curves_file is not None:
+                self.curves_file.close()
+
+
+class Rows:
+    """A CSV file that grows by whole rows: new with its header, or, from `resume_at` (bytes),
+    cut back to there and appended to."""
+
+    def __init__(self, path: Path, header: bytes, resume_at: int | None = None):
+        if resume_at is not None:
+            self.file = open(path, "r+b", buffering=0)
+            self.file.truncate(resume_at)
+            self.file.seek(resume_at)
+            self.size = resume_at
+        else:
+            self.file = open(path, "wb", buffering=0)
+            self.size = 0
+            self.append(header)
+
+    @staticmethod
+    def ends_at(path: Path, at: int | None) -> bool:
+        """Whether `path` holds a whole row (or the header) that ends at byte `at`."""
+        if type(at) is not int or at < 1:
+            return False
+        try:
+            with open(path, "rb") as file:
+                file.seek(at - 1)
+                return file.read(1) == b"\n"
+        except OSError:
+            return False
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def append(self, data: bytes) -> None:
         """Whole rows or none: a write that fails part-way (a full disk) is cut back to the
         last whole row before the error goes on."""
         view = memoryview(data)
@@ -231,14 +342,5 @@ class Recorder:
             raise
         self.size += len(data)
 
-    def position(self) -> int:
-        """Flush, and return the end of the last whole row: where a resumed run appends."""
-        self.flush()
-        return self.size
-
     def close(self) -> None:
-        if not self.file.closed:
-            try:
-                self.flush()
-            finally:
-                self.file.close()
+        self.file.close()

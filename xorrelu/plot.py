@@ -56,6 +56,7 @@ from xorrelu.jobdir import (  # noqa: E402
     present,
     read_config,
 )
+from xorrelu.metrics import thin  # noqa: E402
 from xorrelu.model import build_model  # noqa: E402
 from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
@@ -94,7 +95,6 @@ PLATEAUS = dict(
         strict=True,
     )
 )
-MAX_POINTS = 1000  # steps drawn per line; longer runs are thinned evenly
 MAX_FAINT = 50  # a group with at most this many replicas draws each one's cost
 CAUSE_COLORS = {
     "solved": "#009E73",
@@ -114,9 +114,10 @@ MAX_NAME = 100  # characters of a group label in a file name
 
 @dataclass
 class JobCurves:
-    """What the plots need of one job's metrics.csv (reduce_job); its rows are not kept."""
+    """What the plots need of one job's rows (reduce_job: of its metrics.csv, or of curves.csv,
+    the same rows at the same steps); its rows are not kept."""
 
-    steps: np.ndarray  # up to MAX_POINTS of its logged steps, evenly spaced as _thin picks them
+    steps: np.ndarray  # up to MAX_POINTS of its logged steps, evenly spaced as `thin` picks them
     seeds: np.ndarray  # its replicas, in order
     series: dict  # cost, accuracy, grad_norm_i -> [steps, replicas] float32, NaN where not logged
     layers: list  # per-layer columns that hold a value at some logged step (not only those kept)
@@ -162,8 +163,10 @@ class Results:
 
 def collect(paths: list[str | Path]) -> Results:
     """Every job below `paths`, each reduced to its JobCurves as it is read (its rows dropped
-    before the next job is read), then pooled per group into Curves."""
-    jobs, skipped = usable_jobs(paths, reduce=reduce_job)
+    before the next job is read), then pooled per group into Curves. A completed job with a whole
+    curves.csv is read from it (results.read_curves): the same rows at the steps drawn, in a
+    thousandth of the bytes or less."""
+    jobs, skipped = usable_jobs(paths, reduce=reduce_job, curves=True)
     keys = varying_keys([j.config for j in jobs])
     columns = [column_name(k) for k in keys]
     replicas, members = [], {}
@@ -197,25 +200,19 @@ def collect(paths: list[str | Path]) -> Results:
     )
 
 
-def _thin(n: int) -> np.ndarray:
-    """Positions of the steps drawn out of n: all of them, or MAX_POINTS evenly spaced."""
-    if n <= MAX_POINTS:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(int))
-
-
 def _layer_names(columns, prefix: str) -> list[str]:
     return sorted((c for c in columns if c.startswith(prefix)), key=lambda c: int(c[len(prefix) :]))
 
 
 def reduce_job(job: Job) -> JobCurves:
     """One job's rows reduced to what the plots draw: its outcomes, its per-replica values at up
-    to MAX_POINTS steps, and its per-layer rows at its first and last step."""
+    to MAX_POINTS steps, and its per-layer rows at its first and last step. From a curves.csv,
+    which holds just those steps (xorrelu.metrics.curves_steps), it comes out the same."""
     metrics = job.metrics
     outcomes = job_outcomes(job)
     step, seed = metrics.step.to_numpy(), metrics.seed.to_numpy()
     steps, seeds = np.unique(step), np.unique(seed)
-    kept = _thin(len(steps))
+    kept = thin(len(steps))
     position = np.full(len(steps), -1)
     position[kept] = np.arange(len(kept))
     row = position[np.searchsorted(steps, step)]
@@ -244,7 +241,7 @@ def group_curves(parts: list[JobCurves]) -> Curves:
     MAX_POINTS when they differ), quantiles, medians and means over every replica, as they were
     over every row. Frees each job's series once used."""
     steps = np.unique(np.concatenate([p.steps for p in parts]))
-    steps = steps[_thin(len(steps))]
+    steps = steps[thin(len(steps))]
 
     def table(name: str) -> np.ndarray:  # [steps, every replica of the group], float64
         blocks = []

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from xorrelu.activations import ACTIVATIONS
+from xorrelu.config import upgrade
 from xorrelu.data import DATASETS
 from xorrelu.init import INITIALIZERS
 from xorrelu.jobdir import (
@@ -36,6 +37,7 @@ from xorrelu.jobdir import (
     read_summary,
     short,
 )
+from xorrelu.metrics import curves_steps
 from xorrelu.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class ResultsError(Exception):
 class Job:
     path: Path
     config: dict  # flat: {"activation.name": "relu", "depth": 10, ...}
-    metrics: pd.DataFrame | None  # every row; None once scan_jobs(reduce=...) has reduced them
+    metrics: pd.DataFrame | None  # every row (or curves.csv's, read_job); None once reduced
     status: str = "completed"  # summary.json's status; "unknown" without a summary.json
     error: str | None = None  # summary.json's error, for a failed or interrupted job
     replicas: list | None = None  # summary.json's outcome per replica, for a completed job
@@ -277,8 +279,32 @@ def flatten_config(config: dict, source: Path) -> dict:
     return flat
 
 
-def read_job(job_dir: Path) -> Job:
-    """One job dir, read and checked; ResultsError (one line) when it cannot be plotted."""
+def read_curves(job_dir: Path, summary: dict) -> pd.DataFrame | None:
+    """A completed job's curves.csv, read as read_metrics reads metrics.csv, when it is whole: its
+    steps exactly the ones its config makes it keep (xorrelu.metrics.curves_steps), each with a row
+    for every replica summary.json lists. None otherwise (no such file, an older job, a damaged
+    one): metrics.csv is read instead."""
+    config = upgrade(summary.get("config"))
+    keys = [config.get(key) for key in ("steps", "log_every", "log_first")]
+    replicas = summary.get("replicas")
+    if not (all(is_int(k, 0, MAX_WHOLE) for k in keys) and keys[1] > 0 and replicas):
+        return None
+    steps = curves_steps(*keys)
+    if steps is None or not (job_dir / "curves.csv").is_file():
+        return None
+    try:
+        frame = read_metrics(job_dir / "curves.csv")
+    except (ResultsError, OSError):
+        return None
+    seeds = sorted(r["seed"] for r in replicas)
+    whole = len(frame) == len(steps) * len(seeds) and np.unique(frame.seed).tolist() == seeds
+    return frame if whole and np.array_equal(np.unique(frame.step), steps) else None
+
+
+def read_job(job_dir: Path, curves: bool = False) -> Job:
+    """One job dir, read and checked; ResultsError (one line) when it cannot be plotted. With
+    `curves`, a completed job's rows are those of its curves.csv when it is whole (read_curves):
+    the rows the plots draw, not every row."""
     try:
         summary = read_summary(job_dir)
     except JobDirError as error:
@@ -288,7 +314,9 @@ def read_job(job_dir: Path) -> Job:
     try:
         if not (job_dir / "metrics.csv").is_file():
             raise ResultsError(f"{job_dir} has no metrics.csv")
-        metrics = read_metrics(job_dir / "metrics.csv")
+        metrics = read_curves(job_dir, summary) if curves and status == "completed" else None
+        if metrics is None:
+            metrics = read_metrics(job_dir / "metrics.csv")
         config = flat_config(job_dir, summary)
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
@@ -301,16 +329,16 @@ def read_job(job_dir: Path) -> Job:
 
 
 def scan_jobs(
-    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None, curves: bool = False
 ) -> tuple[list[Job], list[Skipped]]:
     """Every job below `paths`: the usable ones, and the ones skipped with the reason. With
     `reduce`, each job's rows are reduced as soon as they are read (job.reduced = reduce(job)) and
     dropped (job.metrics = None) before the next job is read: memory holds one job's rows at a
-    time, whatever the number of jobs."""
+    time, whatever the number of jobs. `curves`: see read_job."""
     jobs, skipped = [], []
     for job_dir in _find_all(paths):
         try:
-            job = read_job(job_dir)
+            job = read_job(job_dir, curves)
             if reduce is not None:
                 job.reduced, job.metrics = reduce(job), None
             jobs.append(job)
@@ -334,11 +362,11 @@ def _find_all(paths: list[str | Path]) -> list[Path]:
 
 
 def usable_jobs(
-    paths: list[str | Path], reduce: Callable[[Job], object] | None = None
+    paths: list[str | Path], reduce: Callable[[Job], object] | None = None, curves: bool = False
 ) -> tuple[list[Job], list[Skipped]]:
     """scan_jobs, with a warning per skipped job; one bad job never sinks the rest. Raises
     ResultsError (one line) when no job is usable."""
-    jobs, skipped = scan_jobs(paths, reduce)
+    jobs, skipped = scan_jobs(paths, reduce, curves)
     where = ", ".join(str(p) for p in paths)
     if not jobs and not skipped:
         raise ResultsError(f"no job with a metrics.csv below {where}")
@@ -475,14 +503,15 @@ def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
 def load_summary(*paths: str | Path) -> pd.DataFrame:
     """One row per replica of every job below `paths`: experimental keys, seed, final cost and
     accuracy, solved, first step solved, diverged, cause."""
-    jobs = usable_jobs(list(paths) or ["outputs"], reduce=job_outcomes)[0]
+    jobs = usable_jobs(list(paths) or ["outputs"], reduce=job_outcomes, curves=True)[0]
     keys = varying_keys([j.config for j in jobs])
     return pd.concat([_with_keys(j.reduced, j, keys) for j in jobs], ignore_index=True)
 
 
 def job_outcomes(job: Job) -> pd.DataFrame:
     """One row per replica, as replica_outcomes: a completed job's from its summary.json (its
-    tracker saw every step, logged or not), any other job's from its metrics.csv."""
+    tracker saw every step, logged or not), any other job's from its metrics.csv (read_curves
+    reads curves.csv only when summary.json lists its replicas)."""
     seeds = np.sort(job.metrics.seed.unique())
     if job.replicas and sorted(r["seed"] for r in job.replicas) == seeds.tolist():
         table = pd.DataFrame(job.replicas).sort_values("seed", ignore_index=True)

@@ -312,14 +312,19 @@ def _check_recorder(checkpoint: dict, path: Path, job_dir: Path, cfg) -> None:
     recorder, step = checkpoint["recorder"], checkpoint["step"]
     if "since" in recorder and "first_step_solved" not in recorder:  # its name before 2026-11-29
         recorder["first_step_solved"] = recorder.pop("since")
-    if set(recorder) != {"csv_bytes", *RECORDER}:
+    # curves_bytes: none before curves.csv; where curves.csv goes on (a position that is not a
+    # row's end makes it again from metrics.csv, so it needs no more checks than its type)
+    if set(recorder) - {"curves_bytes"} != {"csv_bytes", *RECORDER}:
         raise _damaged(
             path,
             f"recorder has the keys {short(sorted(map(str, recorder)))}, not csv_bytes, "
-            f"{', '.join(RECORDER)}",
+            f"{', '.join(RECORDER)} (and curves_bytes)",
         )
     if type(recorder["csv_bytes"]) is not int:
         raise _damaged(path, f"recorder csv_bytes is {short(recorder['csv_bytes'])}, not an int")
+    curves = recorder.get("curves_bytes")
+    if curves is not None and type(curves) is not int:
+        raise _damaged(path, f"recorder curves_bytes is {short(curves)}, not an int or None")
     for key, dtype in RECORDER.items():
         wrong = _mismatch(recorder[key], torch.empty(cfg.replicas, dtype=dtype), f"recorder {key}")
         if wrong:

@@ -37,7 +37,7 @@ from xorrelu.config import Device
 from xorrelu.data import make_dataset
 from xorrelu.engines import Engine, compile_estimate, make_engine
 from xorrelu.files import Reserve, locked, save_torch, write_json
-from xorrelu.metrics import Recorder, forward, logged
+from xorrelu.metrics import Recorder, curves_steps, forward, logged
 from xorrelu.model import build_model
 from xorrelu.outcomes import Outcomes, solved
 from xorrelu.signals import Interrupted
@@ -66,6 +66,7 @@ class Run:
     started_at: float = field(default_factory=time.time)  # the same moment, as a UNIX time
     resume_point: dict | None = None  # where a longer run would go on from (before the last row)
     resume_at: int | None = None  # a resumed run's metrics.csv is cut back to this many bytes
+    curves_at: int | None = None  # and its curves.csv to this many (None: made again)
     recorder: Recorder | None = None
     board: TensorBoardLog | None = None
 
@@ -148,18 +149,29 @@ def setup(
         first=first,
         step=first,
         resume_at=checkpoint["recorder"]["csv_bytes"] if checkpoint else None,
+        # an extended run keeps other steps in curves.csv: it is made again from metrics.csv
+        curves_at=checkpoint["recorder"].get("curves_bytes")
+        if checkpoint and checkpoint["config"]["steps"] == cfg.steps
+        else None,
     )
 
 
 def _open_outputs(run: Run) -> None:
-    """summary.json (status running) and metrics.csv: its header, or, resuming, cut back to the
-    checkpoint's last row."""
+    """summary.json (status running), metrics.csv and, for a job that logs more than
+    2 x MAX_POINTS steps, curves.csv: their headers, or, resuming, cut back to the checkpoint's
+    last row."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run.cfg
     with signals.mode("hold"):  # the summary and the CSV's header appear together
         write_json(run.out_dir / "summary.json", run.summary)
-        path = run.out_dir / "metrics.csv"
         run.recorder = Recorder(
-            path, run.cfg.depth, run.seeds, run.outcomes, resume_at=run.resume_at
+            run.out_dir / "metrics.csv",
+            cfg.depth,
+            run.seeds,
+            run.outcomes,
+            curves=curves_steps(cfg.steps, cfg.log_every, cfg.log_first),
+            resume_at=run.resume_at,
+            curves_at=run.curves_at,
         )
     if run.cfg.tensorboard:
         run.board = TensorBoardLog(run.out_dir)
@@ -260,8 +272,13 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def _resume_point(run: Run) -> dict:
-    """metrics.csv's length and the outcome tracker's state, after every logged row so far."""
-    return {"csv_bytes": run.recorder.position(), **run.outcomes.state_dict()}
+    """The lengths of metrics.csv and curves.csv (None without one) and the outcome tracker's
+    state, after every logged row so far."""
+    return {
+        "csv_bytes": run.recorder.position(),
+        "curves_bytes": run.recorder.curves_position(),
+        **run.outcomes.state_dict(),
+    }
 
 
 def _save_checkpoint(run: Run, step: int, resume_point: dict) -> None:
