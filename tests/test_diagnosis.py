@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_cfg, run_cli
@@ -167,6 +168,25 @@ def test_decision_boundary_panels_per_replica(report):
     )
     ax = plot.plot_decision_boundary(results, job, 0, which="initial", ax=Figure().subplots())
     assert "initial" in ax.get_title()
+    # several replicas in one pass give each replica's own picture
+    job = results.replicas[results.replicas.group.str.contains("relu")].job.iloc[0]
+    seeds = sorted(int(s) for s in results.replicas[results.replicas.job == job].seed)
+    together = plot.outputs_on_grid(job, "final", seeds)
+    for seed in seeds:
+        alone = plot.outputs_on_grid(job, "final", [seed])[seed]
+        assert np.allclose(together[seed], alone, atol=1e-6)
+    assert not np.allclose(together[seeds[0]], together[seeds[-1]])
+
+
+def test_a_sweep_of_many_groups_draws_no_decision_boundaries(report, monkeypatch, caplog):
+    """60 depth x activation groups would be 60 figures of 16 panels: past
+    MAX_BOUNDARY_GROUPS the log says how to draw one job's instead."""
+    results = plot.collect([report.parent])
+    monkeypatch.setattr(plot, "MAX_BOUNDARY_GROUPS", len(results.groups) - 1)
+    with caplog.at_level("INFO", logger=plot.log.name):
+        figures = plot.draw_figures(results)
+    assert not [name for name in figures if name.startswith("decision_boundary")]
+    assert "xorrelu-plot JOB_DIR" in caplog.text
 
 
 def test_parity_beyond_two_inputs_skips_the_decision_boundary(tmp_path):

@@ -107,6 +107,7 @@ CAUSE_COLORS = {
     "unknown": "#999999",
 }
 MAX_BOUNDARIES = 16  # replicas per group drawn in decision_boundary
+MAX_BOUNDARY_GROUPS = 12  # groups that get a decision_boundary figure (a job dir plots its own)
 # what this plotter wrote into an out dir: the only files it may replace there
 MANIFEST = ".xorrelu-plot-files"
 MAX_NAME = 100  # characters of a group label in a file name
@@ -462,20 +463,13 @@ def plot_outcomes(results: Results, ax=None):
     return ax
 
 
-def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str = "final", ax=None):
-    """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points."""
+def plot_decision_boundary(
+    results: Results, job: str, seed: int, *, which: str = "final", ax=None, grids=None
+):
+    """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points
+    (`grids`: outputs_on_grid's, when a caller computed several replicas at once)."""
     ax = _axes(ax)
-    model, seeds = _load_model(job, which)
-    side = np.linspace(-0.5, 1.5, 81)
-    grid = torch.tensor(
-        np.stack(np.meshgrid(side, side), axis=-1).reshape(-1, 2), dtype=torch.float32
-    )
-    r = seeds.index(seed)
-    with torch.no_grad():
-        # the model's own forward, not metrics.forward: no layer's values are kept, so memory
-        # stays one layer's values of every replica at a time
-        logits = model(grid.expand(len(seeds), -1, -1))[r, :, 0]
-        h = torch.sigmoid(logits).reshape(len(side), len(side)).numpy()
+    h = (grids or outputs_on_grid(job, which, [seed]))[seed]
     ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
     x, y = make_dataset(OmegaConf.create({"name": "xor"}))
     ax.scatter(
@@ -494,6 +488,24 @@ def plot_decision_boundary(results: Results, job: str, seed: int, *, which: str 
 
 
 _MODELS: dict = {}
+GRID_SIDE = np.linspace(-0.5, 1.5, 81)
+
+
+def outputs_on_grid(job: str, which: str, seeds: list[int]) -> dict[int, np.ndarray]:
+    """seed -> the net's output h over the plane [len(GRID_SIDE)]^2, for these replicas of the
+    job in one forward pass (the batched parameters sliced to them: memory grows with the
+    replicas drawn, not with the job's)."""
+    model, all_seeds = _load_model(job, which)
+    at = torch.tensor([all_seeds.index(seed) for seed in seeds])
+    grid = torch.tensor(
+        np.stack(np.meshgrid(GRID_SIDE, GRID_SIDE), axis=-1).reshape(-1, 2), dtype=torch.float32
+    )
+    params = {name: p[at] for name, p in model.named_parameters()}
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, params, (grid.expand(len(seeds), -1, -1),))
+    h = torch.sigmoid(logits[..., 0]).numpy()
+    side = len(GRID_SIDE)
+    return {seed: h[r].reshape(side, side) for r, seed in enumerate(seeds)}
 
 
 def _load_model(job: str, which: str):
@@ -559,6 +571,14 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
     """One figure per group, up to MAX_BOUNDARIES replicas (and their initial nets beside them on
     request)."""
     figures = {}
+    if len(results.groups) > MAX_BOUNDARY_GROUPS:
+        log.info(
+            "decision_boundary: drawn for up to %d groups, here %d; plot one job's with: "
+            "xorrelu-plot JOB_DIR",
+            MAX_BOUNDARY_GROUPS,
+            len(results.groups),
+        )
+        return figures
     for group in results.groups:
         rows = results.replicas[results.replicas.group == group]
         rows = rows[
@@ -584,8 +604,14 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
             ncols=ncols,
             squeeze=False,
         )
+        grids = {}  # (job, which) -> seed -> h: one forward pass per job for all its panels
+        for job, seed, which in panels:
+            grids.setdefault((job, which), []).append(int(seed))
+        grids = {key: outputs_on_grid(*key, seeds) for key, seeds in grids.items()}
         for ax, (job, seed, which) in zip(axes.flat, panels, strict=False):
-            plot_decision_boundary(results, job, int(seed), which=which, ax=ax)
+            plot_decision_boundary(
+                results, job, int(seed), which=which, ax=ax, grids=grids[job, which]
+            )
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
