@@ -1,7 +1,8 @@
 """Regenerate the README's pictures (docs/*.png) and its sample outputs from real runs.
 
     python docs/make_docs.py              # 1-2 minutes on 2 cores: the canonical sweep, causes.png
-    python docs/make_docs.py --presets    # also experiment=activations: ~9 minutes more
+    python docs/make_docs.py --presets outputs/presets   # also the preset sweeps that
+                                                         # benchmarks/presets.py ran there
 
 Every run goes through the public CLI (`python -m xorrelu ...`) into a temp dir, and is read
 with xorrelu.load_summary and xorrelu.plot. The pictures are copied into docs/; the text goes
@@ -49,6 +50,16 @@ PICTURES = {
     "outcomes.png": "outcomes.png",
     "stuck_units.png": "stuck_units.png",
     "decision_boundary_relu.png": "decision_boundary_activation_relu.png",
+}
+
+# The preset sweeps (benchmarks/presets.py runs them at full size): name -> (the README block
+# that gets its summary table, or None for a table in docs/NAME.md; its figures copied to docs/)
+PRESET_DOCS = {
+    "lab10": ("lab10", []),
+    "activations": ("activations", []),
+    "depth": (None, ["success_heatmap", "solved_rate"]),
+    "width": (None, ["solved_rate"]),
+    "init": (None, ["success_heatmap"]),
 }
 
 # docs/causes.png: runs to take one replica of each cause from (overrides, causes it has)
@@ -231,9 +242,34 @@ def causes_table() -> str:
 # --- all of it --------------------------------------------------------------------------------
 
 
+def document_presets(presets: Path, readme: str) -> str:
+    """Each preset's summary table (a README block, or docs/NAME.md) and figures (docs/NAME_*.png)
+    from the sweeps in `presets`; returns the README."""
+    for name, (block, figures) in PRESET_DOCS.items():
+        sweep = presets / name
+        if not sweep.is_dir():
+            sys.exit(f"make_docs: no {sweep}; run: python benchmarks/presets.py --presets {name}")
+        table = summary_table(sweep)
+        if block:
+            readme = replace_block(readme, block, table)
+        else:
+            title = plot.collect([sweep]).title
+            (DOCS / f"{name}.md").write_text(
+                f"# experiment={name}\n\n{title}. Written by `docs/make_docs.py --presets` from "
+                "the full-size sweep of `benchmarks/presets.py`.\n\n" + table + "\n"
+            )
+        for figure in figures:
+            shutil.copyfile(sweep / "plots" / f"{figure}.png", DOCS / f"{name}_{figure}.png")
+    return readme
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", action="store_true", help="also run experiment=activations")
+    parser.add_argument(
+        "--presets",
+        metavar="DIR",
+        help="also document the preset sweeps that benchmarks/presets.py ran in DIR",
+    )
     args = parser.parse_args(argv)
     readme = replace_block(README.read_text(), "causes", causes_table())
     with tempfile.TemporaryDirectory(prefix="make_docs-") as tmp:
@@ -243,9 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         readme = replace_block(readme, "summary", summary_table(tmp / "canonical"))
         copy_pictures(tmp / "canonical")
         draw_causes(tmp)
-        if args.presets:
-            run_sweep(["experiment=activations"], tmp / "activations", plots=False)
-            readme = replace_block(readme, "activations", summary_table(tmp / "activations"))
+    if args.presets:
+        readme = document_presets(Path(args.presets), readme)
     README.write_text(readme)
     print("wrote README.md and docs/" + ", docs/".join([*PICTURES, "causes.png"]))
 
