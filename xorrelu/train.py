@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
+progress_bar = True  # on a terminal; off in xorrelu's launcher's workers (it prints a line a job)
 
 
 @dataclass
@@ -166,9 +167,15 @@ def loop(run: Run) -> None:
     cfg, engine, recorder, board = run.cfg, run.engine, run.recorder, run.board
     steps, print_every = cfg.steps, cfg.print_every  # plain ints
     bar = tqdm(
-        initial=run.first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False
+        initial=run.first,
+        total=steps,
+        unit="step",
+        disable=not (progress_bar and sys.stderr.isatty()),
+        leave=False,
     )
-    with bar, logging_redirect_tqdm(), ExitStack() as deferred:
+    # log lines go around a bar that is drawn (the redirect would also undo a console level)
+    redirect = nullcontext() if bar.disable else logging_redirect_tqdm()
+    with bar, redirect, ExitStack() as deferred:
         for step in range(run.first, steps + 1):
             run.step = step
             if signals.pending():
