@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from omegaconf import OmegaConf
 
 
 @pytest.mark.slow
@@ -30,6 +31,10 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     )
     assert (site / "xorrelu" / "conf" / "config.yaml").is_file()
     assert (site / "xorrelu" / "conf" / "activation" / "relu.yaml").is_file()
+    assert (site / "xorrelu" / "conf" / "hydra" / "launcher" / "local.yaml").is_file()
+    # the default launcher, in the namespace Hydra instantiates launchers from (no __init__.py)
+    assert (site / "hydra_plugins" / "xorrelu_launcher" / "xorrelu_launcher.py").is_file()
+    assert not (site / "hydra_plugins" / "__init__.py").exists()
     # every subpackage is installed (the venv's editable finder would hide a missing one)
     for package in sorted((ROOT / "xorrelu").rglob("__init__.py")):
         assert (site / package.relative_to(ROOT)).is_file(), package
@@ -61,3 +66,7 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(list((work / "outputs" / "multirun").glob("*/*/*/summary.json"))) == 2
+    (hydra_yaml, *_) = (work / "outputs" / "multirun").glob("*/*/0/.hydra/hydra.yaml")
+    launcher = OmegaConf.load(hydra_yaml).hydra.launcher
+    assert launcher._target_.endswith("LocalLauncher")
+    assert launcher.n_jobs == min(os.cpu_count() or 1, 2)

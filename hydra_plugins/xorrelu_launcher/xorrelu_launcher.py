@@ -217,6 +217,8 @@ class _Progress:
             kind = "failed"
         elif kind == "done":
             kind = "completed" if ret.status is JobStatus.COMPLETED else "failed"
+        elif not signals.pending():  # a signal sent to its worker alone: the sweep goes on
+            failures.append(f"{num} ({','.join(filter_overrides(overrides))}): interrupted")
         detail = _detail(kind, out_dir)
         left = self.total - self.done
         eta = ""
