@@ -21,6 +21,7 @@ one thread each finish about twice as fast as the same two jobs one after anothe
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -147,7 +148,8 @@ def _run(setup: tuple, n_jobs: int, queue: list) -> list[JobReturn]:
                 queue.clear()
                 for worker in workers:  # each running job stops at a step boundary and saves
                     if worker.job is not None:
-                        os.kill(worker.process.pid, signals.pending())
+                        with contextlib.suppress(ProcessLookupError):  # it has just died
+                            os.kill(worker.process.pid, signals.pending())
             for worker in workers:
                 if worker.ready and worker.job is None and queue:
                     num, overrides = queue.popleft()
@@ -270,9 +272,13 @@ def _work(conn, setup: tuple) -> None:
     signals.install()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.STOP_SIGNALS)
     try:
+        hydra_context, config, (module, name), singleton_state, n_jobs = setup
+        task_function = _quiet(getattr(importlib.import_module(module), name))
+        setup_globals()  # Hydra's state as the launcher had it; kept from job to job, as in basic
+        Singleton.set_state({**Singleton.get_state(), **singleton_state})
         conn.send(("ready", None, None))
         while (job := conn.recv()) is not None:
-            kind, ret, out_dir = _run_job(setup, *job)
+            kind, ret, out_dir = _run_job(hydra_context, config, task_function, n_jobs, *job)
             conn.send((kind, ret, out_dir))
             if kind == "interrupted":
                 break
@@ -282,28 +288,28 @@ def _work(conn, setup: tuple) -> None:
         signals.ignore_from_now_on()
 
 
-def _run_job(setup: tuple, num: int, overrides: Sequence[str]) -> tuple[str, Any, str | None]:
+def _run_job(
+    hydra_context, config, task_function, n_jobs: int, num: int, overrides: Sequence[str]
+) -> tuple[str, Any, str | None]:
     """One job, as Hydra's launchers run it: its sweep config, job number and dir."""
-    hydra_context, config, (module, name), singleton_state, n_jobs = setup
-    task_function = getattr(importlib.import_module(module), name)
-    setup_globals()
-    Singleton.set_state({**Singleton.get_state(), **singleton_state})
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = num
-        sweep_config.hydra.job.num = num
-        sweep_config.hydra.launcher.n_jobs = n_jobs  # what threads=0 shares the cores among
-    HydraConfig.instance().set_config(sweep_config)
+    sweep_config = None
     try:
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = num
+            sweep_config.hydra.job.num = num
+            sweep_config.hydra.launcher.n_jobs = n_jobs  # what threads=0 shares the cores among
+        HydraConfig.instance().set_config(sweep_config)
         ret = run_job(
             hydra_context=hydra_context,
-            task_function=_quiet(task_function),
+            task_function=task_function,
             config=sweep_config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
     except KeyboardInterrupt:  # a stop signal: the job saved what it had
-        return "interrupted", None, sweep_config.hydra.runtime.get("output_dir")
+        out_dir = None if sweep_config is None else sweep_config.hydra.runtime.get("output_dir")
+        return "interrupted", None, out_dir
     return "done", _picklable(ret), sweep_config.hydra.runtime.output_dir
 
 
