@@ -32,6 +32,14 @@ def test_auto_leaves_the_threads_to_pytorch_only_when_jobs_run_in_this_process(m
     assert job_threads(0, OmegaConf.create({"n_jobs": 2})) == 1  # what the workers see
 
 
+@pytest.mark.parametrize("n_jobs", ["0", "-1", "two", "1.5"])
+def test_a_bad_n_jobs_is_refused_before_anything_is_written(tmp_path, n_jobs):
+    proc = run_cli(*TINY, f"hydra.launcher.n_jobs={n_jobs}", "--multirun", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "hydra.launcher.n_jobs=" in proc.stderr and "auto or a whole number" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.slow
 def test_a_sweep_runs_jobs_at_once_on_one_thread_each_with_the_basic_launchers_rows(tmp_path):
     local = run_cli(*TINY, "hydra.sweep.dir=local", "--multirun", cwd=tmp_path)
@@ -81,16 +89,23 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    "signum, code, group",
+    [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)],
+    ids=["SIGINT", "SIGTERM", "Ctrl-C"],
+)
 def test_a_stop_signal_reaches_every_running_job_and_resume_finishes_them(
-    tmp_path, reference, signum, code
+    tmp_path, reference, signum, code, group
 ):
+    """To the launcher alone (`kill`), or to its whole process group, as a Ctrl-C at the
+    terminal sends it: either way each job is stopped once (a second would say "saving...")."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "xorrelu", *LONG, "hydra.sweep.dir=sweep", "--multirun"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a process group of its own, as a shell's foreground job
     )
     sweep = tmp_path / "sweep"
     deadline = time.monotonic() + 120
@@ -98,7 +113,10 @@ def test_a_stop_signal_reaches_every_running_job_and_resume_finishes_them(
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     time.sleep(1.0)  # past the first step of both
-    proc.send_signal(signum)  # to the launcher only, as `kill` does
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "died" not in err, err

@@ -56,10 +56,15 @@ log = logging.getLogger(__name__)
 failures: list[str] = []  # jobs that failed in a worker, one line each: `python -m xorrelu` exits 1
 
 
+def check_n_jobs(n_jobs) -> None:
+    """ValueError unless n_jobs is auto or a whole number >= 1 (xorrelu.preflight asks first)."""
+    if n_jobs != "auto" and not (isinstance(n_jobs, int) and n_jobs >= 1):
+        raise ValueError(f"hydra.launcher.n_jobs={n_jobs!r}: auto or a whole number >= 1")
+
+
 class LocalLauncher(Launcher):
     def __init__(self, n_jobs: int | str = "auto") -> None:
-        if n_jobs != "auto" and not (isinstance(n_jobs, int) and n_jobs >= 1):
-            raise ValueError(f"hydra.launcher.n_jobs={n_jobs!r}: auto or a whole number >= 1")
+        check_n_jobs(n_jobs)
         self.n_jobs = n_jobs
         self.config = self.hydra_context = self.task_function = None
 
