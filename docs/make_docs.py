@@ -100,6 +100,7 @@ def run_sweep(overrides: list[str], sweep_dir: Path, plots: bool = True) -> str:
         *PINNED,
         f"plot={str(plots).lower()}",
         f"hydra.sweep.dir={sweep_dir}",
+        "hydra/launcher=basic",  # each job's lines on the console (the default prints one a job)
         "--multirun",
     )
 

@@ -263,6 +263,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
             "steps=30",
             "replicas=2",
             "hydra.sweep.dir=sweep",
+            "hydra/launcher=basic",  # in this process, where train() is patched
             "--multirun",
         ],
         cwd=tmp_path,
@@ -592,6 +593,7 @@ def test_a_stop_signal_stops_the_whole_sweep_and_resume_finishes_it(tmp_path):
         "plot=false",
         "activation=relu,tanh,sigmoid",
         "hydra.sweep.dir=sweep",
+        "hydra/launcher=basic",  # one job after another (tests/test_launcher.py: the default)
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "xorrelu", *args, "--multirun"],

@@ -20,8 +20,10 @@ _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`
 
 
-def task(cfg) -> None:
-    """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep."""
+def task(cfg) -> str | None:
+    """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep.
+    Returns the failure's line (None when the job completed): xorrelu's launcher hands it back
+    from its worker processes with the job's JobReturn."""
     from hydra.core.hydra_config import HydraConfig
 
     from xorrelu.config import ConfigError, validate
@@ -36,6 +38,7 @@ def task(cfg) -> None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
     name = f"{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})" if multirun else str(out_dir)
+    failure = None
     try:
         validate(cfg)  # again, on the node that runs it: free memory and devices are its own
         if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
@@ -64,12 +67,14 @@ def task(cfg) -> None:
             if isinstance(error, (ConfigError, JobDirBusy, JobDirError))
             else f"{type(error).__name__}: {error}"
         )
-        print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr)
-        _failures.append(f"{name}: {reason}")
+        print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr, flush=True)
+        failure = f"{name}: {reason}"
+        _failures.append(failure)
         if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
             _write_summary(cfg, out_dir, {"status": "failed", "error": reason})
     if signals.pending():  # a stop signal arrived while the job was saving its results
         raise signals.Interrupted(signals.take_pending())
+    return failure
 
 
 def _write_summary(cfg, out_dir: Path, record: dict) -> None:
@@ -89,15 +94,17 @@ def _write_summary(cfg, out_dir: Path, record: dict) -> None:
 
 
 def job_threads(threads: int, launcher) -> int:
-    """threads=0 shares the cores among the jobs a launcher runs at once (joblib's n_jobs,
-    submitit's cpus_per_task), so that jobs x threads never exceeds the cores; 0 = leave it."""
+    """threads=0 shares the cores among the jobs a launcher runs at once (xorrelu's and joblib's
+    n_jobs, submitit's cpus_per_task), so that jobs x threads never exceeds the cores; 0 = leave
+    it. xorrelu's launcher writes the number it runs at once into n_jobs ("auto" only when it
+    runs the jobs one after another in this process)."""
     if threads > 0:
         return threads
     cores = os.cpu_count() or 1
     if launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     n_jobs = launcher.get("n_jobs")
-    if n_jobs:
+    if n_jobs and n_jobs != "auto":
         parallel = cores if n_jobs < 0 else min(n_jobs, cores)
         return max(1, cores // parallel)
     return 0
@@ -124,8 +131,19 @@ def _run_hydra(argv: list[str]) -> None:
     from xorrelu.config import register_configs
 
     register_configs()
+    _register_launcher()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)()
+
+
+def _register_launcher() -> None:
+    """hydra/launcher=local: Hydra finds plugins by listing the hydra_plugins namespace, which
+    an editable install (setuptools >= 64) hides from it (hydra issue #2359): name it here."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import LocalLauncher
+
+    Plugins.instance().register(LocalLauncher)
 
 
 def run(argv: list[str]) -> int:
@@ -147,10 +165,13 @@ def run(argv: list[str]) -> int:
     except Exception as error:  # noqa: BLE001 — Hydra's own refusals (e.g. --multirun with --cfg)
         print(f"xorrelu: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1 if _started else 2
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures as in_workers
+
     if plan.sweep_dir is None:
         return 1 if _failures else 0
-    # this process's own reasons, else the jobs' summaries (other launchers' processes)
-    lines = _failures or plan.unfinished_jobs()
+    # the reasons of this process's jobs and of xorrelu's launcher's workers, else the jobs'
+    # summaries (other launchers' processes)
+    lines = _failures + in_workers or plan.unfinished_jobs()
     if lines:
         print(
             "xorrelu: jobs of this sweep did not complete (the others did; the plots cover them):",

@@ -162,6 +162,10 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             if multirun:
                 launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
                 sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="") or ""
+                if "xorrelu_launcher" in launcher:
+                    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import check_n_jobs
+
+                    check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))
                 if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
                     jobs = [fixed]
                 else:

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +44,7 @@ from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
+progress_bar = True  # on a terminal; off in xorrelu's launcher's workers (it prints a line a job)
 
 
 @dataclass
@@ -188,9 +189,15 @@ def loop(run: Run) -> None:
     # the cadence as plain ints too: reading a DictConfig key costs ~40 us, three per step
     cadence = SimpleNamespace(steps=steps, log_every=cfg.log_every, log_first=cfg.log_first)
     bar = tqdm(
-        initial=run.first, total=steps, unit="step", disable=not sys.stderr.isatty(), leave=False
+        initial=run.first,
+        total=steps,
+        unit="step",
+        disable=not (progress_bar and sys.stderr.isatty()),
+        leave=False,
     )
-    with bar, logging_redirect_tqdm(), ExitStack() as deferred:
+    # log lines go around a bar that is drawn (the redirect would also undo a console level)
+    redirect = nullcontext() if bar.disable else logging_redirect_tqdm()
+    with bar, redirect, ExitStack() as deferred:
         for step in range(run.first, steps + 1):
             run.step = step
             if signals.pending():

@@ -1,0 +1,177 @@
+"""hydra/launcher=local, the default for --multirun: jobs at once in worker processes, one torch
+thread each on two cores, the same rows as the basic launcher, and a stop signal that leaves
+every running job resumable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from omegaconf import OmegaConf
+
+from xorrelu import resume
+from xorrelu.__main__ import job_threads
+
+TINY = ["activation=tanh,relu", "depth=2,3", "steps=200", "replicas=2"]
+LONG = ["seed=0,1,2,3", "steps=6000", "replicas=4", "log_every=7", "plot=false"]  # ~5 s a job
+
+
+def summary(job):
+    return json.loads((job / "summary.json").read_text())
+
+
+def test_auto_leaves_the_threads_to_pytorch_only_when_jobs_run_in_this_process(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert job_threads(0, OmegaConf.create({"n_jobs": "auto"})) == 0  # n_jobs=1: in-process
+    assert job_threads(0, OmegaConf.create({"n_jobs": 2})) == 1  # what the workers see
+
+
+@pytest.mark.parametrize("n_jobs", ["0", "-1", "two", "1.5"])
+def test_a_bad_n_jobs_is_refused_before_anything_is_written(tmp_path, n_jobs):
+    proc = run_cli(*TINY, f"hydra.launcher.n_jobs={n_jobs}", "--multirun", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "hydra.launcher.n_jobs=" in proc.stderr and "auto or a whole number" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_jobs_at_once_on_one_thread_each_with_the_basic_launchers_rows(tmp_path):
+    local = run_cli(*TINY, "hydra.sweep.dir=local", "--multirun", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    basic = run_cli(
+        *TINY, "hydra.sweep.dir=basic", "hydra/launcher=basic", "--multirun", cwd=tmp_path
+    )
+    assert basic.returncode == 0, basic.stderr
+    cores = os.cpu_count() or 1
+    at_once = min(cores, 4)
+    for num in "0123":
+        job = tmp_path / "local" / num
+        assert {"metrics.csv", "summary.json", "weights.pt", "checkpoint.pt", "xorrelu.log"} <= {
+            p.name for p in job.iterdir()
+        }
+        assert summary(job)["status"] == "completed"
+        assert summary(job)["threads"] == max(1, cores // at_once)  # 1 on two cores
+        hydra = OmegaConf.load(job / ".hydra" / "hydra.yaml")
+        assert hydra.hydra.launcher.n_jobs == at_once and hydra.hydra.job.num == int(num)
+        assert (job / "metrics.csv").read_bytes() == (
+            tmp_path / "basic" / num / "metrics.csv"
+        ).read_bytes()
+    assert (tmp_path / "local" / "plots" / "summary.csv").is_file()  # once, after every job
+    assert len(pd.read_csv(tmp_path / "local" / "plots" / "summary.csv")) == 4
+    # the console: one line per job (the jobs' own lines are in their xorrelu.log)
+    lines = [line for line in local.stdout.splitlines() if line.startswith("[")]
+    assert sum("] job " in line and " completed in " in line for line in lines) == 4
+    assert any(line.startswith("[4/4] job ") for line in lines)
+    assert "step     200 |" not in local.stdout and "step     200 |" in basic.stdout
+    assert "step     200 |" in (tmp_path / "local" / "0" / "xorrelu.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """metrics.csv of jobs 0 and 1 of LONG, uninterrupted, by the basic launcher."""
+    cwd = tmp_path_factory.mktemp("reference")
+    proc = run_cli(
+        *LONG[1:],
+        "seed=0,1",
+        "hydra.sweep.dir=sweep",
+        "hydra/launcher=basic",
+        "--multirun",
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {num: (cwd / "sweep" / num / "metrics.csv").read_bytes() for num in "01"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum, code, group",
+    [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)],
+    ids=["SIGINT", "SIGTERM", "Ctrl-C"],
+)
+def test_a_stop_signal_reaches_every_running_job_and_resume_finishes_them(
+    tmp_path, reference, signum, code, group
+):
+    """To the launcher alone (`kill`), or to its whole process group, as a Ctrl-C at the
+    terminal sends it: either way each job is stopped once (a second would say "saving...")."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *LONG, "hydra.sweep.dir=sweep", "--multirun"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a shell's foreground job
+    )
+    sweep = tmp_path / "sweep"
+    deadline = time.monotonic() + 120
+    while not all((sweep / num / "summary.json").is_file() for num in "01"):  # both training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(1.0)  # past the first step of both
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "died" not in err, err
+    assert not (sweep / "2").exists() and not (sweep / "3").exists()  # never started
+    for num in "01":
+        job = sweep / num
+        record = summary(job)  # "running" would be a job killed before it saved
+        assert record["status"] == "interrupted" and 0 < record["last_step"] < 6000, record
+        assert (job / "checkpoint.pt").is_file()
+        assert reference[num].startswith((job / "metrics.csv").read_bytes())
+    assert out.count("interrupted in ") == 2 and err.count("saving...") == 0
+
+    assert resume.main([str(sweep)]) == 0
+    for num in "01":
+        assert summary(sweep / num)["status"] == "completed"
+        assert (sweep / num / "metrics.csv").read_bytes() == reference[num]
+
+
+FAIL_AND_DIE = textwrap.dedent(
+    """
+    import os, signal
+    import xorrelu.train as t
+    real = t.train
+    def train(cfg, out_dir, checkpoint=None):
+        if cfg.depth == 2:
+            raise RuntimeError("boom at depth 2")
+        if cfg.depth == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
+        return real(cfg, out_dir, checkpoint)
+    t.train = train
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_failing_job_and_a_dead_worker_leave_the_others_to_complete(tmp_path):
+    (tmp_path / "patch").mkdir()  # every process of the sweep imports it, the workers too
+    (tmp_path / "patch" / "sitecustomize.py").write_text(FAIL_AND_DIE)
+    path = os.pathsep.join([str(tmp_path / "patch"), os.environ.get("PYTHONPATH", "")])
+    proc = run_cli(
+        "depth=1,2,3,4",
+        "steps=30",
+        "replicas=2",
+        "hydra.sweep.dir=sweep",
+        "--multirun",
+        cwd=tmp_path,
+        env_extra={"PYTHONPATH": path},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "job 1 (depth=2" in proc.stderr and "boom at depth 2" in proc.stderr
+    assert (
+        "job 2 (depth=3" in proc.stderr and "worker process died (killed by SIGKILL)" in proc.stderr
+    )
+    assert "jobs of this sweep did not complete" in proc.stderr
+    sweep = tmp_path / "sweep"
+    assert [summary(sweep / num)["status"] for num in "013"] == ["completed", "failed", "completed"]
+    assert sorted(pd.read_csv(sweep / "plots" / "summary.csv").depth) == [1, 4]
