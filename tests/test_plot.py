@@ -229,3 +229,19 @@ def test_a_job_plots_the_same_from_curves_csv_as_from_metrics_csv(tmp_path):
         data[: data.rindex(b"\n2400,") + 1]
     )  # steps missing at the end
     assert len(results.read_job(job, curves=True).metrics) == 2501 * 3
+
+
+def test_a_legend_of_sixty_groups_sits_beside_the_axes_without_squashing_them():
+    import io
+    import warnings
+
+    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = figure.subplots()
+    for i in range(60):  # the depth preset: 20 depths x 3 activations
+        ax.plot([0, 1], [i, i], label=f"activation=sigmoid, depth={i}")
+    plot._legend(ax)
+    assert ax.get_legend()._ncols == 3 and figure.get_size_inches()[0] > 7.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained_layout's "axes sizes collapsed" warning
+        figure.savefig(io.BytesIO(), format="png")
+    assert ax.get_position().width > 0.3

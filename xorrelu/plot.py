@@ -321,7 +321,7 @@ def plot_cost(results: Results, ax=None):
         ylabel="cost (binary cross-entropy)",
         title="Cost",
     )
-    ax.legend(fontsize="small")
+    _legend(ax)
     return ax
 
 
@@ -351,7 +351,7 @@ def plot_accuracy(results: Results, ax=None):
         ylabel="fraction of replicas / accuracy",
         title="Solved replicas and accuracy",
     )
-    ax.legend(fontsize="small")
+    _legend(ax)
     return ax
 
 
@@ -381,7 +381,7 @@ def plot_grad_norms(results: Results, group: str, ax=None):
         )
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (median over replicas)", title=group)
     if columns:  # none when every replica diverged at step 0
-        ax.legend(fontsize="small")
+        _legend(ax)
     return ax
 
 
@@ -410,7 +410,7 @@ def _plot_start_and_end(results: Results, prefix: str, ax) -> None:
             label=f"{group}: step 0",
         )
         ax.plot(end.index, end, color=color, marker="o", markersize=3, label=f"{group}: last step")
-    ax.legend(fontsize="small")
+    _legend(ax)
 
 
 def plot_grad_profile(results: Results, ax=None):
@@ -699,8 +699,24 @@ def plot_solved_rate(results: Results, ax=None):
         title="Solved rate (bands: 95% Wilson intervals)",
     )
     if others:
-        ax.legend(fontsize="small")
+        _legend(ax)
     return ax
+
+
+MAX_LEGEND_ROWS = 20
+
+
+def _legend(ax) -> None:
+    """The legend inside the axes; past MAX_LEGEND_ROWS entries (a 60-group sweep), beside them
+    in columns of small type, the figure widened to make room, so the axes keep their size."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries <= 12:
+        ax.legend(fontsize="small")
+        return
+    columns = math.ceil(entries / MAX_LEGEND_ROWS)
+    ax.legend(fontsize="xx-small", ncols=columns, loc="upper left", bbox_to_anchor=(1.01, 1))
+    width, height = ax.figure.get_size_inches()
+    ax.figure.set_size_inches(width + 1.6 * columns, height)
 
 
 def _figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Figure, object]:
