@@ -652,12 +652,13 @@ def plot_success_heatmap(results: Results, ax=None):
     table = results.summary.pivot_table(index=rows, columns=cols, values="solved_rate", sort=False)
     counts = results.summary.pivot_table(index=rows, columns=cols, values="replicas", sort=False)
     image = ax.imshow(table.values, cmap="cividis", vmin=0, vmax=1, aspect="auto")
+    same = counts.stack().nunique() == 1  # every cell has the same count: say it once
     for (r, c), rate in np.ndenumerate(table.values):
         if not np.isnan(rate):
             ax.text(
                 c,
                 r,
-                f"{rate:.0%}\nn={int(counts.values[r, c])}",
+                f"{rate:.0%}" if same else f"{rate:.0%}\nn={int(counts.values[r, c])}",
                 ha="center",
                 va="center",
                 fontsize="x-small",
@@ -665,7 +666,8 @@ def plot_success_heatmap(results: Results, ax=None):
             )
     ax.set_xticks(range(len(table.columns)), table.columns)
     ax.set_yticks(range(len(table.index)), table.index)
-    ax.set(xlabel=cols, ylabel=rows, title="Solved rate")
+    title = f"Solved rate ({int(counts.values.flat[0])} replicas each)" if same else "Solved rate"
+    ax.set(xlabel=cols, ylabel=rows, title=title)
     ax.figure.colorbar(image, ax=ax, label="fraction of replicas solved")
     return ax
 
@@ -779,8 +781,10 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if len(results.keys) == 2:
-        rows = results.summary[results.keys[0]].nunique()
-        figures["success_heatmap"], ax = _figure(6.5, max(4.8, 0.3 * rows + 1.5))
+        rows, cols = (results.summary[key].nunique() for key in results.keys)
+        figures["success_heatmap"], ax = _figure(
+            max(6.5, 0.45 * cols + 2.5), max(4.8, 0.3 * rows + 1.5)
+        )
         plot_success_heatmap(results, ax=ax)
     if len(results.keys) in (1, 2) and numeric_key(results):
         figures["solved_rate"], ax = _figure()
