@@ -175,7 +175,8 @@ def test_hand_written_slopes_equal_autograd(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus"]
+    "name",
+    ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus", "linear"],
 )
 def test_peak_slopes_match_a_numeric_maximum(name):
     cfg = make_cfg(f"activation={name}").activation

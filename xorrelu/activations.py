@@ -6,7 +6,8 @@ ReLU (z <= 0 everywhere), a saturated sigmoid or tanh. Two rules need a word:
 - prelu: f'(z) is 1 for z > 0 and the unit's learned slope a otherwise, so a PReLU unit is stuck
   only when z <= 0 at every point and |a| < 0.01;
 - maxout: a unit's slope is 1 along its winning piece at every point, so a maxout unit is never
-  stuck by this rule (its stuck_frac is always 0).
+  stuck by this rule (its stuck_frac is always 0);
+- linear (the identity, a control): its slope is 1 everywhere, so it is never stuck either.
 """
 
 from __future__ import annotations
@@ -156,6 +157,14 @@ ACTIVATIONS: Registry[Activation] = Registry(
             lambda c: 1.0,
             lambda c: c.pieces,
             fused=False,  # each unit reads `pieces` inputs
+        ),
+        # the control: no non-linearity, so the net is affine in its inputs at any depth and
+        # cannot compute XOR; its slope is 1 everywhere, so no unit is ever stuck
+        Activation(
+            "linear",
+            lambda c, r, w: nn.Identity(),
+            lambda c, z, a: torch.ones_like(z),
+            lambda c: 1.0,
         ),
     ],
 )
