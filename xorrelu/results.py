@@ -43,6 +43,7 @@ from xorrelu.outcomes import Outcomes
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
+OPTIONAL_COLUMNS = ["penalty"]  # a regularized run's (xorrelu.metrics.columns)
 PER_LAYER = re.compile(
     r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}"
 )  # the only other metrics.csv columns the plotter reads
@@ -140,7 +141,11 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 
 def _wanted(column: str) -> bool:
-    return column in REQUIRED_COLUMNS or PER_LAYER.fullmatch(column) is not None
+    return (
+        column in REQUIRED_COLUMNS
+        or column in OPTIONAL_COLUMNS
+        or PER_LAYER.fullmatch(column) is not None
+    )
 
 
 def _has_words(file, chunk: int = 2**24) -> bool:
@@ -188,6 +193,7 @@ _RANGES = {
     "seed": (lambda v: v.between(0, MAX_WHOLE) & (v == v.round()), "a whole number >= 0"),
     "cost": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "accuracy": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
+    "penalty": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "grad_norm_": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "stuck_frac_": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
 }
