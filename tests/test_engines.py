@@ -304,6 +304,14 @@ def test_compiled_update_equals_autograd_in_float64():
     assert_same_updates(reference, fast, updates=3, rtol=1e-6)
 
 
+def test_compiled_regularized_update_equals_autograd_in_float64():
+    """The penalty inside the compiled step (a small net: one compile)."""
+    reference, fast = twin_engines(
+        "regularization=l1", "regularization.rate=0.05", "depth=2", "optimizer=adam", compile=True
+    )
+    assert_same_updates(reference, fast, updates=3, rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_compiled_lesson_numbers_and_trajectories(train_run):
     """Compiled float32: twenty steps as autograd's to 1e-4, and the lesson's sigmoid plateau."""
