@@ -91,3 +91,14 @@ def test_an_older_config_reads_as_none():
     upgrade(old)["regularization"]["name"] = "l1"  # an upgraded config is its own copy
     assert upgrade(old)["regularization"] == {"name": "none"}
     assert upgrade({"regularization": {"name": "l2", "rate": 0.1}})["regularization"]["rate"] == 0.1
+
+
+def test_a_shared_penalty_is_in_the_titles_and_none_is_not():
+    from xorrelu.results import fixed_description
+
+    l2 = {"depth": 3, "regularization.name": "l2", "regularization.rate": 0.01}
+    assert fixed_description([l2, l2]).endswith(" · l2 rate 0.01")
+    assert fixed_description([l2, {**l2, "regularization.rate": 0.1}]).endswith(" · l2")
+    none = {"depth": 3, "regularization.name": "none"}
+    assert fixed_description([none]) == fixed_description([{"depth": 3}])
+    assert "none" not in fixed_description([none])

@@ -413,7 +413,8 @@ def column_name(key: str) -> str:
 
 
 def fixed_description(configs: list[dict]) -> str:
-    """What all jobs share, for plot titles: depth, width, init, optimizer, lr, steps."""
+    """What all jobs share, for plot titles: depth, width, init, optimizer, lr, steps, and a
+    weight penalty (l1 or l2 and its rate)."""
     parts = []
     for key, label in [
         ("activation.name", ""),
@@ -428,6 +429,11 @@ def fixed_description(configs: list[dict]) -> str:
         values = {str(c.get(key)) for c in configs}
         if len(values) == 1 and None not in values:
             parts.append(f"{label}{values.pop()}")
+    # a penalty all jobs share (none, the lesson's, goes unsaid: titles stay as they were)
+    names = {str(c.get("regularization.name", "none")) for c in configs}
+    if len(names) == 1 and names != {"none"}:
+        rates = {str(c.get("regularization.rate")) for c in configs}
+        parts.append(names.pop() + (f" rate {rates.pop()}" if len(rates) == 1 else ""))
     return " · ".join(parts)
 
 
