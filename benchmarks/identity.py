@@ -251,7 +251,8 @@ def comparable(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in TIMING_KEYS | CODE_KEYS}
 
 
-ADDED_LATER = {"log_first": 0}  # xorrelu.config.ADDED_LATER, as of this script (it may not import)
+# xorrelu.config.ADDED_LATER, as of this script (it may not import)
+ADDED_LATER = {"log_first": 0, "regularization": {"name": "none"}}
 
 
 def differing_keys(a, b, prefix: str = "") -> list[str]:

@@ -57,6 +57,52 @@ def test_fused_updates_equal_autograd_in_float64(activation, optimizer):
     assert_same_updates(reference, fast, updates=2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["optimizer=sgd", "optimizer=adam"])
+@pytest.mark.parametrize("regularization", ["l1", "l2"])
+def test_fused_updates_equal_autograd_regularized_in_float64(regularization, optimizer):
+    """The penalty and its derivative: one update, then two more, from identical states."""
+    reference, fast = twin_engines(
+        f"regularization={regularization}",
+        "regularization.rate=0.05",
+        "activation=tanh",
+        *optimizer.split(),
+        "depth=4",
+    )
+    first = reference.step(update=False)
+    assert set(first) == {"cost", "accuracy", "penalty", "grad_norm", "stuck_frac"}
+    assert (first["penalty"] > 0).all()
+    assert_same_updates(reference, fast, updates=1, rtol=1e-6)
+    assert_same_updates(reference, fast, updates=2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("regularization", ["l1", "l2"])
+def test_autograd_gradient_of_the_penalty_is_rate_sign_or_rate_w(regularization):
+    """d penalty / d W = rate sign(W) (l1, sign(0) = 0) or rate W (l2); nothing on the biases;
+    the penalty is rate x sum |W| or rate x 1/2 sum W^2 per replica."""
+    rate = 0.3
+    reference, _ = twin_engines(
+        f"regularization={regularization}", f"regularization.rate={rate}", "depth=3"
+    )
+    layers = reference.linear_layers
+    with torch.no_grad():
+        layers[1].weight[0, 0, 0] = 0.0  # abs has no derivative at 0: autograd takes 0
+    for p in reference.model.parameters():
+        p.grad = None
+    penalty = reference.penalty()
+    penalty.sum().backward()
+    for layer in layers:
+        w = layer.weight.detach()
+        expected = rate * (torch.sign(w) if regularization == "l1" else w)
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=0, atol=0)
+        assert layer.bias.grad is None or not layer.bias.grad.any()
+    assert layers[1].weight.grad[0, 0, 0] == 0 or regularization == "l2"
+    terms = [
+        (w.weight.abs() if regularization == "l1" else 0.5 * w.weight.square()).sum((1, 2))
+        for w in layers
+    ]
+    torch.testing.assert_close(penalty, rate * torch.stack(terms).sum(0))
+
+
 def test_fused_metrics_measure_a_dead_layer_and_a_diverged_replica():
     reference, fast = twin_engines("activation=relu")
     with torch.no_grad():
@@ -255,6 +301,14 @@ def test_compile_auto_compiles_only_what_pays_for_its_compile():
 @pytest.mark.slow
 def test_compiled_update_equals_autograd_in_float64():
     reference, fast = twin_engines("activation=relu", "optimizer=adam", compile=True)
+    assert_same_updates(reference, fast, updates=3, rtol=1e-6)
+
+
+def test_compiled_regularized_update_equals_autograd_in_float64():
+    """The penalty inside the compiled step (a small net: one compile)."""
+    reference, fast = twin_engines(
+        "regularization=l1", "regularization.rate=0.05", "depth=2", "optimizer=adam", compile=True
+    )
     assert_same_updates(reference, fast, updates=3, rtol=1e-6)
 
 

@@ -56,7 +56,7 @@ def test_no_import_circle():
 def test_the_config_schema_and_the_registries_are_at_the_bottom():
     graph = imports()
     registries = {"xorrelu.registry", "xorrelu.activations", "xorrelu.init"}
-    registries |= {"xorrelu.optimizers", "xorrelu.data"}
+    registries |= {"xorrelu.optimizers", "xorrelu.data", "xorrelu.regularization"}
     assert graph["xorrelu.config"] <= registries
     for name in registries:
         assert graph[name] <= {"xorrelu.registry"}, name

@@ -319,20 +319,21 @@ def test_a_checkpoint_holds_exactly_what_resume_reads(tmp_path):
 
 
 def test_a_job_dir_from_before_the_refactor_still_resumes_and_plots(tmp_path):
-    """Written as 3ffbfeb wrote it: no log_first in its configs, the tracker's first step named
-    "since", an unread "rng" in the checkpoint. Extended by 20 steps, it ends as a 60-step run."""
+    """Written as 3ffbfeb wrote it: no log_first nor regularization in its configs, the tracker's
+    first step named "since", an unread "rng" in the checkpoint. Extended by 20 steps, it ends as
+    a 60-step run."""
     import yaml
 
     train(make_cfg("steps=40", "replicas=3", "plot=false"), tmp_path / "old")
     train(make_cfg("steps=60", "replicas=3", "plot=false"), tmp_path / "new")
     old = tmp_path / "old"
     checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
-    del checkpoint["config"]["log_first"]
+    del checkpoint["config"]["log_first"], checkpoint["config"]["regularization"]
     checkpoint["recorder"]["since"] = checkpoint["recorder"].pop("first_step_solved")
     checkpoint["rng"] = torch.get_rng_state()
     torch.save(checkpoint, old / "checkpoint.pt")
     summary = json.loads((old / "summary.json").read_text())
-    del summary["config"]["log_first"]
+    del summary["config"]["log_first"], summary["config"]["regularization"]
     (old / "summary.json").write_text(json.dumps(summary))
     (old / ".hydra").mkdir()
     (old / ".hydra" / "config.yaml").write_text(yaml.safe_dump(summary["config"]))

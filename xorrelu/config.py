@@ -7,6 +7,7 @@ that have the right type but are out of range are refused by `validate`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -28,12 +29,12 @@ CONFIG_PATH = (
 
 # Keys added after the first release, with the value that does what xorrelu did before them: a
 # job dir written before a key existed reads as if it had been set so (jobdir.read_config).
-ADDED_LATER = {"log_first": 0}
+ADDED_LATER = {"log_first": 0, "regularization": {"name": "none"}}
 
 
 def upgrade(config):
     """An older job's config (a plain mapping) with the keys added since, at their old value."""
-    return {**ADDED_LATER, **config} if isinstance(config, dict) else config
+    return {**copy.deepcopy(ADDED_LATER), **config} if isinstance(config, dict) else config
 
 
 class ConfigError(ValueError):
@@ -129,6 +130,17 @@ class ParityConf(DatasetConf):
     bits: int = 3  # inputs; all 2**bits points, label = sum of bits mod 2 (bits=2 is XOR), 1..16
 
 
+# --- regularization -------------------------------------------------------------------------
+@dataclass
+class RegularizationConf:
+    name: str = MISSING  # registry name, see xorrelu.regularization.REGULARIZERS (none: no rate)
+
+
+@dataclass
+class PenaltyConf(RegularizationConf):
+    rate: float = 0.001  # the penalty's weight in the loss, >= 0
+
+
 class EngineName(Enum):
     auto = "auto"  # fused when it is compiled and applies (elementwise activations), else autograd
     autograd = "autograd"  # the nn.Sequential and torch.optim as they are: the reference
@@ -147,6 +159,8 @@ class Config:
     init: InitConf = MISSING  # weight initializer (group conf/init)
     optimizer: OptimizerConf = MISSING  # update rule (group conf/optimizer)
     dataset: DatasetConf = MISSING  # training points (group conf/dataset)
+    # weight penalty added to the loss (group conf/regularization): none | l1 | l2
+    regularization: RegularizationConf = MISSING
     depth: int = 10  # hidden layers (the net has depth + 1 Linear layers), >= 1
     width: int = 5  # units per hidden layer, >= 1
     steps: int = 10000  # gradient-descent updates, >= 1
@@ -192,6 +206,7 @@ def register_configs() -> None:
             "rmsprop": RmspropConf,
         },
         "dataset": {"dataset": DatasetConf, "parity": ParityConf},
+        "regularization": {"regularization": RegularizationConf, "penalty": PenaltyConf},
     }
     for group, nodes in schemas.items():
         for name, node in nodes.items():
@@ -235,12 +250,14 @@ def _check_names(cfg: DictConfig) -> None:
     from xorrelu.data import DATASETS
     from xorrelu.init import INITIALIZERS
     from xorrelu.optimizers import OPTIMIZERS
+    from xorrelu.regularization import REGULARIZERS
 
     for group, registry in (
         ("activation", ACTIVATIONS),
         ("init", INITIALIZERS),
         ("optimizer", OPTIMIZERS),
         ("dataset", DATASETS),
+        ("regularization", REGULARIZERS),
     ):
         name = cfg[group].name
         if name not in registry:
@@ -276,6 +293,7 @@ def _check_ranges(cfg: DictConfig) -> None:
         _check(cfg, key, math.isfinite, "a finite number")
     for key in _UNIT_INTERVAL:
         _check(cfg, key, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    _check(cfg, "regularization.rate", lambda v: 0 <= v < math.inf, "a finite number >= 0")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
 

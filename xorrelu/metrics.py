@@ -2,6 +2,7 @@
 
 The engines measure a step as named metrics, one value per replica:
   cost, accuracy  [replicas]
+  penalty         [replicas]                 only with regularization: rate x the weights' term
   grad_norm       [layers, replicas]         Linear layers 1..depth+1, 1 = nearest the input
   stuck_frac      [hidden layers, replicas]  hidden layers 1..depth
 A row describes the parameters after `step` updates: its cost, accuracy and stuck fractions
@@ -26,15 +27,19 @@ from xorrelu.activations import Activation, BatchedPReLU
 from xorrelu.model import BatchedLinear
 from xorrelu.outcomes import STUCK_SLOPE, Outcomes, blank
 
-METRICS = ("cost", "accuracy", "grad_norm", "stuck_frac")  # in the order of the columns
+# in the order of the columns; penalty only with regularization (xorrelu.regularization)
+METRICS = ("cost", "accuracy", "penalty", "grad_norm", "stuck_frac")
 MAX_POINTS = 1000  # logged steps a plot draws per line (and curves.csv keeps); more are thinned
 CURVES_ABOVE = 2 * MAX_POINTS  # curves.csv is written when a job logs more steps than this
 
 
-def columns(depth: int) -> list[str]:
+def columns(depth: int, penalty: bool = False) -> list[str]:
+    """metrics.csv's header; a penalty column after accuracy with `penalty` (a regularized run:
+    without one the file is as it was before regularization existed)."""
     layers = depth + 1  # Linear layers, 1 = nearest the input
     return (
         ["step", "seed", "cost", "accuracy"]
+        + ["penalty"] * penalty
         + [f"grad_norm_{i}" for i in range(1, layers + 1)]
         + [f"stuck_frac_{i}" for i in range(1, depth + 1)]
     )
@@ -173,6 +178,7 @@ class Recorder:
     also go to curves.csv beside it, at the same moments. With `resume_at` (a byte offset in
     metrics.csv) it drops any rows written after it and appends from there; curves.csv likewise
     from `curves_at`, or, without one that ends on a whole row, made again from metrics.csv.
+    With `penalty` (a regularized run) the rows have a penalty column after accuracy.
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class Recorder:
         seeds: list[int],
         outcomes: Outcomes,
         *,
+        penalty: bool = False,
         curves: np.ndarray | None = None,
         resume_at: int | None = None,
         curves_at: int | None = None,
@@ -192,7 +199,8 @@ class Recorder:
         self.outcomes = outcomes
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
-        fields += [pa.field(name, pa.float32()) for name in columns(depth)[2:]]
+        fields += [pa.field(name, pa.float32()) for name in columns(depth, penalty)[2:]]
+        self.metrics = [name for name in METRICS if penalty or name != "penalty"]
         self.schema = pa.schema(fields)
         header = self._csv(self.schema.empty_table(), header=True)
         self.file = Rows(path, header, resume_at)
@@ -207,11 +215,11 @@ class Recorder:
         self.steps: list[int] = []  # every step taken since the last flush
         self.every_step: list[dict[str, torch.Tensor]] = []  # their cost and accuracy
         self.logged: list[int] = []  # which of them are logged (indexes into self.steps)
-        self.rows: list[dict[str, torch.Tensor]] = []  # the logged rows (all four metrics)
+        self.rows: list[dict[str, torch.Tensor]] = []  # the logged rows (every metric)
         self.last_flush = time.monotonic()
 
     def add(self, step: int, metrics: dict[str, torch.Tensor], logged: bool) -> None:
-        """The metrics of every replica at `step`: cost and accuracy at every step, all four
+        """The metrics of every replica at `step`: cost and accuracy at every step, all of them
         (see the top) at a logged step."""
         self.steps.append(step)
         self.every_step.append({"cost": metrics["cost"], "accuracy": metrics["accuracy"]})
@@ -238,7 +246,7 @@ class Recorder:
         diverged = self.outcomes.update(steps, cost, accuracy)
         if rows:
             at = torch.tensor(logged, device=diverged.device)
-            chunk = {name: torch.stack([row[name] for row in rows]) for name in METRICS}
+            chunk = {name: torch.stack([row[name] for row in rows]) for name in self.metrics}
             kept = {name: blank(values, diverged[at]) for name, values in chunk.items()}
             logged_steps = [steps[i] for i in logged]
             self.outcomes.see_rows(logged_steps, kept)
@@ -249,10 +257,8 @@ class Recorder:
         the steps of `curves` also to curves.csv."""
         values = torch.cat(
             [
-                chunk["cost"][..., None],
-                chunk["accuracy"][..., None],
-                chunk["grad_norm"].transpose(1, 2),
-                chunk["stuck_frac"].transpose(1, 2),
+                chunk[name][..., None] if chunk[name].dim() == 2 else chunk[name].transpose(1, 2)
+                for name in self.metrics
             ],
             dim=2,
         )  # [steps, replicas, columns after step and seed]

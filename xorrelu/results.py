@@ -43,6 +43,7 @@ from xorrelu.outcomes import Outcomes
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
+OPTIONAL_COLUMNS = ["penalty"]  # a regularized run's (xorrelu.metrics.columns)
 PER_LAYER = re.compile(
     r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}"
 )  # the only other metrics.csv columns the plotter reads
@@ -140,7 +141,11 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 
 def _wanted(column: str) -> bool:
-    return column in REQUIRED_COLUMNS or PER_LAYER.fullmatch(column) is not None
+    return (
+        column in REQUIRED_COLUMNS
+        or column in OPTIONAL_COLUMNS
+        or PER_LAYER.fullmatch(column) is not None
+    )
 
 
 def _has_words(file, chunk: int = 2**24) -> bool:
@@ -188,6 +193,7 @@ _RANGES = {
     "seed": (lambda v: v.between(0, MAX_WHOLE) & (v == v.round()), "a whole number >= 0"),
     "cost": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "accuracy": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
+    "penalty": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "grad_norm_": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "stuck_frac_": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
 }
@@ -407,7 +413,8 @@ def column_name(key: str) -> str:
 
 
 def fixed_description(configs: list[dict]) -> str:
-    """What all jobs share, for plot titles: depth, width, init, optimizer, lr, steps."""
+    """What all jobs share, for plot titles: depth, width, init, optimizer, lr, steps, and a
+    weight penalty (l1 or l2 and its rate)."""
     parts = []
     for key, label in [
         ("activation.name", ""),
@@ -422,6 +429,11 @@ def fixed_description(configs: list[dict]) -> str:
         values = {str(c.get(key)) for c in configs}
         if len(values) == 1 and None not in values:
             parts.append(f"{label}{values.pop()}")
+    # a penalty all jobs share (none, the lesson's, goes unsaid: titles stay as they were)
+    names = {str(c.get("regularization.name", "none")) for c in configs}
+    if len(names) == 1 and names != {"none"}:
+        rates = {str(c.get("regularization.rate")) for c in configs}
+        parts.append(names.pop() + (f" rate {rates.pop()}" if len(rates) == 1 else ""))
     return " · ".join(parts)
 
 

@@ -46,6 +46,7 @@ from xorrelu.jobdir import (
 from xorrelu.metrics import columns, last_logged_before
 from xorrelu.model import build_model
 from xorrelu.process import use_threads
+from xorrelu.regularization import regularized
 from xorrelu.train import Interrupted, train
 
 log = logging.getLogger("xorrelu.resume")
@@ -168,7 +169,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: 
             f"{path} is missing: the rows before the checkpoint are lost; run the job again"
         )
     size = file_size(path, "rows")
-    names = columns(cfg.depth)
+    names = columns(cfg.depth, regularized(cfg))
     header = (",".join(names) + "\n").encode()
     if not len(header) <= csv_bytes <= size:
         raise ResumeError(

@@ -40,6 +40,7 @@ from xorrelu.files import Reserve, locked, save_torch, write_json
 from xorrelu.metrics import Recorder, curves_steps, forward, logged
 from xorrelu.model import build_model
 from xorrelu.outcomes import Outcomes, solved
+from xorrelu.regularization import regularized
 from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
 
@@ -170,6 +171,7 @@ def _open_outputs(run: Run) -> None:
             cfg.depth,
             run.seeds,
             run.outcomes,
+            penalty=regularized(cfg),
             curves=curves_steps(cfg.steps, cfg.log_every, cfg.log_first),
             resume_at=run.resume_at,
             curves_at=run.curves_at,

@@ -9,6 +9,7 @@ from xorrelu.activations import ACTIVATIONS, BatchedPReLU
 from xorrelu.metrics import accuracy, cost, forward, grad_norm, prelu_slopes, stuck_frac
 from xorrelu.model import linear_layers
 from xorrelu.optimizers import OPTIMIZERS
+from xorrelu.regularization import regularizer
 
 
 class AutogradEngine:
@@ -20,14 +21,27 @@ class AutogradEngine:
         self.linear_layers = linear_layers(model)
         self.has_prelu = any(isinstance(m, BatchedPReLU) for m in model)
         self.optimizer = OPTIMIZERS.get(cfg.optimizer.name).build(model.parameters(), cfg.optimizer)
+        self.regularizer = regularizer(cfg)  # (record, rate), or None
+
+    def penalty(self) -> torch.Tensor:
+        """[replicas]: rate x the penalty term summed over every Linear layer's weights."""
+        record, rate = self.regularizer
+        terms = [record.term(layer.weight).sum((1, 2)) for layer in self.linear_layers]
+        return rate * torch.stack(terms).sum(0)
 
     def step(self, update: bool = True, log: bool = True) -> dict[str, torch.Tensor]:
         logits, pre_activations = forward(self.model, self.x)
         costs = cost(logits, self.y)
         self.optimizer.zero_grad(set_to_none=False)
-        costs.sum().backward()  # a sum keeps replicas independent: each gets its own gradient
+        loss = costs
+        if self.regularizer is not None:  # the gradient is of data cost + penalty
+            penalties = self.penalty()
+            loss = costs + penalties
+        loss.sum().backward()  # a sum keeps replicas independent: each gets its own gradient
         with torch.inference_mode():  # metrics only: no autograd bookkeeping
             metrics = {"cost": costs.detach(), "accuracy": accuracy(logits, self.y)}
+            if self.regularizer is not None:
+                metrics["penalty"] = penalties.detach()
             if log:
                 prelu = prelu_slopes(self.model) if self.has_prelu else None
                 metrics["grad_norm"] = grad_norm(self.linear_layers)

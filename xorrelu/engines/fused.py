@@ -23,6 +23,7 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.model import linear_layers
 from xorrelu.optimizers import OPTIMIZERS
 from xorrelu.outcomes import STUCK_SLOPE
+from xorrelu.regularization import regularizer
 
 # The replicas are computed in a padded batch (extra all-zero nets, never reported), so that
 # each one runs through the same vector code whatever the batch size (bit-exact batch
@@ -55,6 +56,7 @@ class FusedEngine:
         self.module = self.activation.build(self.activation_cfg, 0, 0)  # elementwise: any layout
         self.optimizer = OPTIMIZERS.get(cfg.optimizer.name)
         self.optimizer_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))
+        self.regularizer = regularizer(cfg)  # (record, rate: a plain float), or None
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
         self.replicas = replicas = self.linear_layers[0].weight.shape[0]
@@ -167,6 +169,9 @@ class FusedEngine:
             a = inputs[i]
             # [points, in, 1, replicas] * [points, 1, out, replicas] -> [in, out, replicas]
             grads_w[i] = _sum_points(a.unsqueeze(2) * dz.unsqueeze(1))
+            if self.regularizer is not None:  # d penalty / d W, added as autograd adds it
+                record, rate = self.regularizer
+                grads_w[i] = grads_w[i] + rate * record.slope(weights[i])
             grads_b[i] = _sum_points(dz)  # [out, replicas]
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
@@ -183,14 +188,16 @@ class FusedEngine:
                     _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slope
                 )  # [points, in, replicas]
 
+        metrics = {"cost": cost, "accuracy": accuracy}
+        if self.regularizer is not None:  # at the parameters before the update
+            record, rate = self.regularizer
+            # [replicas]: each layer's terms summed unit by unit, as the sums above
+            metrics["penalty"] = rate * _sum(_sum(_sum(record.term(w))) for w in weights)
         if update:
             self._update(weights + biases, grads_w + grads_b, state, t)
-        return {
-            "cost": cost,
-            "accuracy": accuracy,
-            "grad_norm": torch.stack(norms),
-            "stuck_frac": torch.stack(stuck[::-1]),
-        }
+        metrics["grad_norm"] = torch.stack(norms)
+        metrics["stuck_frac"] = torch.stack(stuck[::-1])
+        return metrics
 
     def _update(self, params, grads, state, t) -> None:
         """The optimizer's update rule, written out in place (xorrelu.optimizers)."""
