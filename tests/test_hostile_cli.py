@@ -447,6 +447,7 @@ def test_a_full_disk_keeps_whole_rows_and_the_summary_says_failed(tmp_path):
         proc = run_cli(
             "steps=40000",
             "replicas=16",
+            "compile=false",  # eager, as written: a 5 s flush lands before the disk is full
             "print_every=100000",
             "plot=false",
             f"hydra.run.dir={disk}/job",
@@ -562,6 +563,7 @@ def test_sigkill_keeps_whole_rows_and_says_the_job_died_running(tmp_path):
             "xorrelu",
             "steps=200000",
             "replicas=4",
+            "compile=false",  # training within a second, not after a compile
             "print_every=100000",
             "plot=false",
             "hydra.run.dir=job",
@@ -702,7 +704,10 @@ def test_a_checkpoint_that_cannot_be_written_after_a_stop_still_leaves_an_interr
     threading.Thread(target=stop_once_training, daemon=True).start()
     with pytest.raises(Interrupted):
         train(
-            make_cfg("steps=200000", "replicas=2", "print_every=1000000", "plot=false"),
+            # uncompiled: the stop must land in training, not in a compile (where it acts at once)
+            make_cfg(
+                "steps=200000", "replicas=2", "compile=false", "print_every=1000000", "plot=false"
+            ),
             tmp_path / "job",
         )
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
