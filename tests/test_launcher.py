@@ -135,6 +135,42 @@ def test_a_stop_signal_reaches_every_running_job_and_resume_finishes_them(
         assert (sweep / num / "metrics.csv").read_bytes() == reference[num]
 
 
+@pytest.mark.slow
+def test_a_sweep_can_be_plotted_while_its_jobs_are_still_training(tmp_path):
+    """A researcher looks before the end: xorrelu-plot reads the running jobs' whole rows, says
+    they are running, and writes nothing into the sweep."""
+    longer = ["seed=0,1", "steps=100000", "replicas=4", "compile=false", "log_every=7"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *longer, "hydra.sweep.dir=sweep", "--multirun"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sweep = tmp_path / "sweep"
+    try:
+        deadline = time.monotonic() + 120
+        while not all((sweep / num / "summary.json").is_file() for num in "01"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(1.0)
+        live = subprocess.run(
+            [sys.executable, "-m", "xorrelu.plot", str(sweep), "--out", str(tmp_path / "live")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert live.returncode == 0 and "Traceback" not in live.stderr, live.stderr
+        text = (tmp_path / "live" / "summary.md").read_text()
+        assert "Jobs not completed" in text and "running" in text
+        assert not (sweep / "plots").exists()  # the sweep's own plots come at its end
+        assert proc.poll() is None  # it really was still training
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 130
+
+
 FAIL_AND_DIE = textwrap.dedent(
     """
     import os, signal
