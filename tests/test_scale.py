@@ -155,7 +155,7 @@ def test_tensorboard_logs_scalars_and_histograms(train_run, engine):
 def test_help_lists_every_group_option_and_key(tmp_path):
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for group in ("activation", "init", "optimizer", "dataset", "experiment"):
+    for group in ("activation", "init", "optimizer", "dataset", "regularization", "experiment"):
         line = next(line for line in proc.stdout.splitlines() if line.startswith(f"{group}: "))
         assert {p.stem for p in (CONF / group).glob("*.yaml")} == set(
             line.split(": ", 1)[1].split(", ")
