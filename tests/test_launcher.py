@@ -150,10 +150,14 @@ def test_a_sweep_can_be_plotted_while_its_jobs_are_still_training(tmp_path):
     sweep = tmp_path / "sweep"
     try:
         deadline = time.monotonic() + 120
-        while not all((sweep / num / "summary.json").is_file() for num in "01"):
+
+        def rows(num: str) -> int:  # whole rows flushed so far (a job flushes every 5 s)
+            path = sweep / num / "metrics.csv"
+            return path.read_bytes().count(b"\n") - 1 if path.is_file() else 0
+
+        while not (rows("0") > 0 and rows("1") > 0):
             assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(1.0)
+            time.sleep(0.1)
         live = subprocess.run(
             [sys.executable, "-m", "xorrelu.plot", str(sweep), "--out", str(tmp_path / "live")],
             capture_output=True,

@@ -123,8 +123,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
     if frame.empty:
         raise ResultsError(
-            f"{path} has a header but no complete row: the job was stopped before its first flush; "
-            "run it again"
+            f"{path} has a header but no complete row: a running job flushes its first rows "
+            "within 5 seconds (plot again then); a stopped one stopped before that (run it again)"
         )
     for column in frame.columns:
         frame[column] = _numbers(frame[column], path)
