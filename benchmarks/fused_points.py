@@ -29,15 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from identity import export, git  # benchmarks/: this dir is on sys.path
+from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,30 +107,6 @@ def measure(tree: Path, steps: int, overrides: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def export(commit: str, dest: Path) -> str:
-    """`git archive` of `commit` unpacked into dest; the short commit id."""
-    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
-    archive = dest.parent / f"{dest.name}.tar"
-    git("archive", "--format=tar", f"--output={archive}", full)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    archive.unlink()
-    return full[:7]
-
-
-def git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-def cpu() -> str:
-    with open("/proc/cpuinfo") as info:
-        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    return names[0] if names else platform.processor()
-
-
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -165,7 +142,7 @@ def main() -> None:
     print(f"load average at start: {started_load}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         reference_tree = Path(tmp) / "reference"
-        reference = export(args.reference, reference_tree)
+        reference = export(args.reference, reference_tree)[:7]
         trees = {"before": reference_tree, "after": ROOT}
         for label, _, overrides, steps in configs:
             results: dict[str, list[dict]] = {"before": [], "after": []}
@@ -196,7 +173,7 @@ def main() -> None:
         "Written by `python benchmarks/fused_points.py` (see its docstring). Compiled fused "
         "engine, one thread, a cold inductor cache for every run, log_every=100; "
         f"{args.repeats} run(s) per tree and config, the two trees alternating: the median, "
-        f"and the best run's speed. Before: {reference}; after: {current}. Machine: {cpu()}, "
+        f"and the best run's speed. Before: {reference}; after: {current}. Machine: {cpu_name()}, "
         f"{os.cpu_count()} cores, shared with other work (load average {started_load} at the "
         f"start, {load()} at the end); torch {torch.__version__}; {started}.",
         "",

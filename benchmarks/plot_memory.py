@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
+from machine import cpu_name  # benchmarks/machine.py: this dir is on sys.path
 
 from xorrelu.metrics import curves_steps, write_curves
 
@@ -178,14 +178,7 @@ def record(line: str) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores"
 
 

@@ -33,6 +33,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py: this dir is on sys.path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PRESETS = {  # name: (extra overrides, the wall budget in minutes)
@@ -148,14 +150,7 @@ def _jobs(sweep: Path, exit_time: float) -> dict:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py: this dir is on sys.path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECTIONS = "<!-- begin "  # where other scripts' sections of results.md start
@@ -145,14 +147,7 @@ def canonical_job() -> float:
 def machine() -> str:
     import torch
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_name()
     return (
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}"
