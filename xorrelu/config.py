@@ -29,12 +29,24 @@ CONFIG_PATH = (
 
 # Keys added after the first release, with the value that does what xorrelu did before them: a
 # job dir written before a key existed reads as if it had been set so (jobdir.read_config).
-ADDED_LATER = {"log_first": 0, "regularization": {"name": "none"}}
+ADDED_LATER = {
+    "log_first": 0,
+    "batch_size": None,
+    "regularization": {"name": "none"},
+    "dataset": {"features": None, "test_fraction": 0.0, "solved_accuracy": 1.0, "solved_cost": 0.1},
+}
 
 
 def upgrade(config):
-    """An older job's config (a plain mapping) with the keys added since, at their old value."""
-    return {**copy.deepcopy(ADDED_LATER), **config} if isinstance(config, dict) else config
+    """An older job's config (a plain mapping) with the keys added since, at their old value
+    (a group's keys within the group)."""
+    if not isinstance(config, dict):
+        return config
+    merged = {**copy.deepcopy(ADDED_LATER), **config}
+    for key, added in ADDED_LATER.items():
+        if isinstance(added, dict) and isinstance(config.get(key), dict):
+            merged[key] = {**copy.deepcopy(added), **config[key]}
+    return merged
 
 
 class ConfigError(ValueError):
@@ -123,6 +135,24 @@ class RmspropConf(OptimizerConf):
 @dataclass
 class DatasetConf:
     name: str = MISSING  # registry name, see xorrelu.data.DATASETS
+    # the first layer's inputs, for 2-D datasets: any of x1 x2 x1_sq x2_sq x1x2 sin_x1 sin_x2;
+    # null = the dataset's raw inputs
+    features: list[str] | None = None
+    test_fraction: float = 0.0  # held out (never trained on), in [0, 1); 0 = no test split
+    # solved: accuracy >= solved_accuracy and (unless null) cost < solved_cost, measured on the
+    # test split when there is one, else on the training points
+    solved_accuracy: float = 1.0  # in (0, 1]
+    solved_cost: float | None = 0.1  # > 0, or null
+
+
+@dataclass
+class PlaygroundConf(DatasetConf):
+    points: int = 500  # drawn before the split (the Playground's 500), >= 2
+    noise: float = 0.0  # the Playground's noise slider, 0..50
+    seed: int = 0  # the points' generator (the same points for every replica), >= 0
+    test_fraction: float = 0.5  # the Playground's default ratio of training data, 50%
+    solved_accuracy: float = 0.9
+    solved_cost: float | None = None
 
 
 @dataclass
@@ -166,6 +196,9 @@ class Config:
     steps: int = 10000  # gradient-descent updates, >= 1
     seed: int = 0  # replica r starts from torch.Generator seeded seed + r, >= 0
     replicas: int = 16  # independent nets trained together (seeds seed .. seed+replicas-1), >= 1
+    # updates per mini-batch of this many training points, each replica drawing its own order
+    # (seeded seed + r, apart from its init); null = the full batch (the lesson), >= 1
+    batch_size: int | None = None
     log_every: int = 1  # write a metrics.csv row per replica every this many steps, >= 1
     log_first: int = 0  # and at every step up to this one (dense where the cost moves most), >= 0
     print_every: int = 1000  # print a console line every this many steps, >= 1
@@ -205,7 +238,7 @@ def register_configs() -> None:
             "adam": AdamConf,
             "rmsprop": RmspropConf,
         },
-        "dataset": {"dataset": DatasetConf, "parity": ParityConf},
+        "dataset": {"dataset": DatasetConf, "parity": ParityConf, "playground": PlaygroundConf},
         "regularization": {"regularization": RegularizationConf, "penalty": PenaltyConf},
     }
     for group, nodes in schemas.items():
@@ -296,6 +329,53 @@ def _check_ranges(cfg: DictConfig) -> None:
     _check(cfg, "regularization.rate", lambda v: 0 <= v < math.inf, "a finite number >= 0")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
+    _check_dataset(cfg)
+    _check(cfg, "batch_size", lambda v: v >= 1, "an integer >= 1, or null for the full batch")
+    if cfg.batch_size is not None and EngineName(cfg.engine) is EngineName.fused:
+        raise ConfigError(
+            "engine", "fused", "mini-batches (batch_size) run on engine=autograd or auto"
+        )
+
+
+def _check_dataset(cfg: DictConfig) -> None:
+    """The Playground's ranges, a split that leaves points to train on, features by name for
+    2-D datasets only."""
+    from xorrelu.data import DATASETS, FEATURES, test_points
+
+    dataset = cfg.dataset
+    _check(cfg, "dataset.points", lambda v: 2 <= v <= 1_000_000, "an integer from 2 to 1000000")
+    _check(cfg, "dataset.noise", lambda v: 0 <= v <= 50, "a number from 0 to 50 (the Playground's)")
+    _check(cfg, "dataset.seed", lambda v: 0 <= v < 2**63, "an integer >= 0")
+    _check(cfg, "dataset.test_fraction", lambda v: 0 <= v < 1, "a number in [0, 1)")
+    _check(cfg, "dataset.solved_accuracy", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    _check(cfg, "dataset.solved_cost", lambda v: 0 < v < math.inf, "a finite number > 0, or null")
+    record = DATASETS.get(dataset.name)
+    held_out = test_points(dataset)
+    if held_out >= record.size(dataset):
+        raise ConfigError(
+            "dataset.test_fraction",
+            dataset.test_fraction,
+            f"a fraction that leaves training points: {record.size(dataset)} points, "
+            f"{held_out} held out",
+        )
+    features = dataset.features
+    if features is None:
+        return
+    if record.dims(dataset) != 2:
+        raise ConfigError(
+            "dataset.features",
+            list(features),
+            f"null: features are computed from 2-D points, and {dataset.name} is not 2-D",
+        )
+    for name in features:
+        if name not in FEATURES:
+            raise ConfigError("dataset.features", name, f"one of {', '.join(FEATURES)}")
+    if not features or len(set(features)) != len(features):
+        raise ConfigError(
+            "dataset.features",
+            list(features),
+            f"a list of distinct names from {', '.join(FEATURES)} (at least one), or null",
+        )
 
 
 def _check_machine(cfg: DictConfig) -> None:

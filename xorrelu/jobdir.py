@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import reprlib
+import types
 import typing
 import zipfile
 from collections.abc import Iterable
@@ -386,6 +387,13 @@ def read_config(job_dir: Path, summary: dict | None = None) -> tuple[dict, Path]
 
 
 def _type_ok(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        return any(_type_ok(value, option) for option in typing.get_args(hint))
+    if origin is list:
+        return type(value) is list and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
     if hint is bool:
         return type(value) is bool
     if hint is int:

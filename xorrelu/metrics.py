@@ -1,7 +1,8 @@
 """What is measured at every logged step, and the writer of metrics.csv.
 
 The engines measure a step as named metrics, one value per replica:
-  cost, accuracy  [replicas]
+  cost, accuracy  [replicas]                 on every training point (not just a mini-batch)
+  test_cost, test_accuracy [replicas]        only with a test split: on the held-out points
   penalty         [replicas]                 only with regularization: rate x the weights' term
   grad_norm       [layers, replicas]         Linear layers 1..depth+1, 1 = nearest the input
   stuck_frac      [hidden layers, replicas]  hidden layers 1..depth
@@ -27,18 +28,22 @@ from xorrelu.activations import Activation, BatchedPReLU
 from xorrelu.model import BatchedLinear
 from xorrelu.outcomes import STUCK_SLOPE, Outcomes, blank
 
-# in the order of the columns; penalty only with regularization (xorrelu.regularization)
-METRICS = ("cost", "accuracy", "penalty", "grad_norm", "stuck_frac")
+# in the order of the columns; test_* only with a test split (dataset.test_fraction), penalty
+# only with regularization (xorrelu.regularization)
+METRICS = ("cost", "accuracy", "test_cost", "test_accuracy", "penalty", "grad_norm", "stuck_frac")
+OPTIONAL = {"test_cost": "test", "test_accuracy": "test", "penalty": "penalty"}
 MAX_POINTS = 1000  # logged steps a plot draws per line (and curves.csv keeps); more are thinned
 CURVES_ABOVE = 2 * MAX_POINTS  # curves.csv is written when a job logs more steps than this
 
 
-def columns(depth: int, penalty: bool = False) -> list[str]:
-    """metrics.csv's header; a penalty column after accuracy with `penalty` (a regularized run:
-    without one the file is as it was before regularization existed)."""
+def columns(depth: int, penalty: bool = False, test: bool = False) -> list[str]:
+    """metrics.csv's header; test_cost and test_accuracy after accuracy with `test` (a test
+    split), then a penalty column with `penalty` (a regularized run): without them the file is as
+    it was before they existed."""
     layers = depth + 1  # Linear layers, 1 = nearest the input
     return (
         ["step", "seed", "cost", "accuracy"]
+        + ["test_cost", "test_accuracy"] * test
         + ["penalty"] * penalty
         + [f"grad_norm_{i}" for i in range(1, layers + 1)]
         + [f"stuck_frac_{i}" for i in range(1, depth + 1)]
@@ -189,6 +194,7 @@ class Recorder:
         outcomes: Outcomes,
         *,
         penalty: bool = False,
+        test: bool = False,
         curves: np.ndarray | None = None,
         resume_at: int | None = None,
         curves_at: int | None = None,
@@ -199,8 +205,10 @@ class Recorder:
         self.outcomes = outcomes
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         fields = [pa.field("step", pa.int64()), pa.field("seed", pa.int64())]
-        fields += [pa.field(name, pa.float32()) for name in columns(depth, penalty)[2:]]
-        self.metrics = [name for name in METRICS if penalty or name != "penalty"]
+        fields += [pa.field(name, pa.float32()) for name in columns(depth, penalty, test)[2:]]
+        wanted = {"penalty": penalty, "test": test}
+        self.metrics = [name for name in METRICS if wanted.get(OPTIONAL.get(name), True)]
+        self.judged = ("test_cost", "test_accuracy") if test else ("cost", "accuracy")
         self.schema = pa.schema(fields)
         header = self._csv(self.schema.empty_table(), header=True)
         self.file = Rows(path, header, resume_at)
@@ -213,7 +221,8 @@ class Recorder:
                 curves_at = write_curves(path, curves_path, curves, resume_at)
             self.curves_file = Rows(curves_path, header, curves_at)
         self.steps: list[int] = []  # every step taken since the last flush
-        self.every_step: list[dict[str, torch.Tensor]] = []  # their cost and accuracy
+        # their cost and accuracy (and on the test split, where solved is judged)
+        self.every_step: list[dict[str, torch.Tensor]] = []
         self.logged: list[int] = []  # which of them are logged (indexes into self.steps)
         self.rows: list[dict[str, torch.Tensor]] = []  # the logged rows (every metric)
         self.last_flush = time.monotonic()
@@ -222,7 +231,8 @@ class Recorder:
         """The metrics of every replica at `step`: cost and accuracy at every step, all of them
         (see the top) at a logged step."""
         self.steps.append(step)
-        self.every_step.append({"cost": metrics["cost"], "accuracy": metrics["accuracy"]})
+        kept = {"cost", "accuracy", *self.judged}
+        self.every_step.append({name: metrics[name] for name in kept})
         if logged:
             self.logged.append(len(self.steps) - 1)
             self.rows.append(metrics)
@@ -243,7 +253,10 @@ class Recorder:
             return
         cost = torch.stack([m["cost"] for m in every_step])
         accuracy = torch.stack([m["accuracy"] for m in every_step])
-        diverged = self.outcomes.update(steps, cost, accuracy)
+        held_out = None
+        if self.judged[0] != "cost":
+            held_out = tuple(torch.stack([m[name] for m in every_step]) for name in self.judged)
+        diverged = self.outcomes.update(steps, cost, accuracy, held_out)
         if rows:
             at = torch.tensor(logged, device=diverged.device)
             chunk = {name: torch.stack([row[name] for row in rows]) for name in self.metrics}

@@ -1,8 +1,11 @@
 """What happened to each replica, and the definitions behind the words.
 
-- solved: accuracy 1.0 and cost below SOLVED_COST = 0.1 (the constant output h = 1/2 sits at
-  ln 2 = 0.693, far above). `first_step_solved` is the first step from which a replica
-  stays solved to the end of the run.
+- solved: by the dataset's rule (`Rule`, from dataset.solved_accuracy and dataset.solved_cost):
+  for xor and parity, accuracy 1.0 and cost below SOLVED_COST = 0.1 (the constant output
+  h = 1/2 sits at ln 2 = 0.693, far above); for the Playground's noisy sets, accuracy at least
+  0.9 on the held-out points (a noisy set cannot reach 1). Measured on the test split when the
+  dataset has one, else on the training points. `first_step_solved` is the first step from
+  which a replica stays solved to the end of the run.
 - diverged: its cost became NaN or inf; from then on its rows in metrics.csv are NaN.
 - stuck (a unit, at a step): |f'(z)| < STUCK_SLOPE = 1% of the activation's peak slope at every
   data point (a dead ReLU, a saturated sigmoid); `stuck_frac_i` is the fraction of layer i's
@@ -15,11 +18,12 @@ An unsolved replica gets one cause, the first of these that holds:
   longer depends on the input there. A net dead at initialization has 0/0 gradient ratios:
   that is dead, not vanished.
 - vanished: at step 0 the gradient reaching layer 1 is orders of magnitude below the output
-  layer's (grad_norm_1 / grad_norm_L < 1e-4), and the cost never got below ln 2 (by more than
-  1e-3): the net never learned more than the constant output h = 1/2.
-- plateau: the final cost sits on a collapsed-network value, within 2e-3 of ln 2 = 0.693
-  (all four points merged), 0.477 (three merged) or 0.347 (two pairs merged), while its units
-  still move.
+  layer's (grad_norm_1 / grad_norm_L < 1e-4), and the cost never got below the best constant
+  output's cost (by more than 1e-3): the net never learned more than a constant.
+- plateau: the final cost sits on a collapsed-network value (within 2e-3), while its units
+  still move. The first is the best constant output's cost, the entropy of the training
+  labels (ln 2 = 0.693 when they are balanced); for the lesson's 4 XOR points also 0.477
+  (three points merged) and 0.347 (two pairs merged).
 - slow: the cost is still falling: the final cost is more than 1% below the cost at 90% of the
   run's steps (more steps would likely solve it).
 - other: none of the above.
@@ -34,8 +38,11 @@ its metrics.csv (xorrelu.results).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from xorrelu.data import DATASETS, label_entropy
 
 SOLVED_COST = 0.1
 STUCK_SLOPE = 0.01
@@ -53,9 +60,34 @@ SLOW_DROP = 0.01
 SLOW_AT = 0.9  # "still falling" compares the end with this fraction of the run
 
 
-def solved(cost, accuracy):
+@dataclass(frozen=True)
+class Rule:
+    """What *solved* means for a dataset (its config's solved_accuracy and solved_cost)."""
+
+    accuracy: float = 1.0
+    cost: float | None = SOLVED_COST  # None: no cost condition
+    held_out: bool = False  # measured on the test split
+
+
+LESSON = Rule()
+
+
+def solved(cost, accuracy, rule: Rule = LESSON):
     """The one rule for *solved* (tensors or pandas columns)."""
-    return (accuracy == 1) & (cost < SOLVED_COST)
+    return (accuracy >= rule.accuracy) & (cost < rule.cost if rule.cost is not None else True)
+
+
+def judging(dataset_cfg, y_train) -> tuple[Rule, tuple[float, ...]]:
+    """A dataset's rule for solved and its plateau costs (the first: the best constant
+    output's), from its config and its training labels."""
+    rule = Rule(
+        accuracy=dataset_cfg.get("solved_accuracy", 1.0),
+        cost=dataset_cfg.get("solved_cost", SOLVED_COST),
+        held_out=dataset_cfg.get("test_fraction", 0.0) > 0,
+    )
+    if DATASETS.get(dataset_cfg.name).plateaus_of_xor and len(y_train) == 4:
+        return rule, PLATEAU_COSTS
+    return rule, (label_entropy(y_train),)
 
 
 class Outcomes:
@@ -66,13 +98,22 @@ class Outcomes:
       diverged           the cost was NaN or inf at some step
       first_step_solved  first step of the current solved streak; -1 while unsolved
       first_ratio        grad_norm_1 / grad_norm_L at step 0 (NaN for 0/0)
-      below_ln2          the cost was ever below ln 2 - LN2_BAND
+      below_ln2          the cost was ever below the constant output's (plateaus[0]) - LN2_BAND
       cost_at_90         the cost at the last step <= SLOW_AT * run_steps
     """
 
     STATE = ("diverged", "first_step_solved", "first_ratio", "below_ln2", "cost_at_90")
 
-    def __init__(self, replicas: int, run_steps: int, device="cpu"):
+    def __init__(
+        self,
+        replicas: int,
+        run_steps: int,
+        device="cpu",
+        *,
+        rule: Rule = LESSON,
+        plateaus: tuple[float, ...] = PLATEAU_COSTS,
+    ):
+        self.rule, self.plateaus = rule, plateaus
         self.slow_mark = SLOW_AT * run_steps
         self.diverged = torch.zeros(replicas, dtype=torch.bool, device=device)
         self.first_step_solved = torch.full((replicas,), -1, dtype=torch.long, device=device)
@@ -81,15 +122,23 @@ class Outcomes:
         self.cost_at_90 = torch.full((replicas,), float("nan"), device=device)
         self.last: dict[str, torch.Tensor] | None = None  # the last logged row, NaN if diverged
 
-    def update(self, steps: list[int], cost: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+    def update(
+        self,
+        steps: list[int],
+        cost: torch.Tensor,
+        accuracy: torch.Tensor,
+        held_out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Take the cost and accuracy [steps, replicas] at every step in `steps` (increasing,
-        logged or not, so that the outcome never depends on the logging cadence). Returns
-        `diverged` [steps, replicas]: where a replica's rows are to be blanked out."""
+        logged or not, so that the outcome never depends on the logging cadence), and the test
+        split's (`held_out`, which then decides solved). Returns `diverged` [steps, replicas]:
+        where a replica's rows are to be blanked out."""
         step = torch.tensor(steps, device=cost.device)
         diverged = self.diverged | (~torch.isfinite(cost)).cummax(0).values
-        self._track_streaks(step, solved(cost, accuracy) & ~diverged)
+        judged = held_out if held_out is not None else (cost, accuracy)
+        self._track_streaks(step, solved(*judged, self.rule) & ~diverged)
         self.diverged = diverged[-1]
-        self.below_ln2 |= (cost < LN2 - LN2_BAND).any(0)
+        self.below_ln2 |= (cost < self.plateaus[0] - LN2_BAND).any(0)
         before_mark = step <= self.slow_mark
         if before_mark.any():
             at = int(before_mark.nonzero().max())
@@ -124,7 +173,7 @@ class Outcomes:
         final_cost, final_stuck = self.last["cost"], self.last["stuck_frac"].T
         dead = (final_stuck >= 1).any(dim=1)
         vanished = (self.first_ratio < VANISHED_RATIO) & ~self.below_ln2
-        plateau = torch.stack([(final_cost - c).abs() < PLATEAU_BAND for c in PLATEAU_COSTS]).any(
+        plateau = torch.stack([(final_cost - c).abs() < PLATEAU_BAND for c in self.plateaus]).any(
             dim=0
         )
         slow = final_cost < (1 - SLOW_DROP) * self.cost_at_90

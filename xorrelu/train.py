@@ -34,12 +34,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from xorrelu import signals
 from xorrelu.config import Device
-from xorrelu.data import make_dataset
+from xorrelu.data import Split, make_split, points_csv
 from xorrelu.engines import Engine, compile_estimate, make_engine
-from xorrelu.files import Reserve, locked, save_torch, write_json
+from xorrelu.files import Reserve, locked, save_torch, write_atomic, write_json
 from xorrelu.metrics import Recorder, curves_steps, forward, logged
 from xorrelu.model import build_model
-from xorrelu.outcomes import Outcomes, solved
+from xorrelu.outcomes import Outcomes, judging, solved
 from xorrelu.regularization import regularized
 from xorrelu.signals import Interrupted
 from xorrelu.tensorboard import TensorBoardLog
@@ -54,7 +54,8 @@ class Run:
 
     cfg: object
     out_dir: Path
-    data: tuple[torch.Tensor, torch.Tensor]  # inputs x [points, bits], labels y [points]
+    data: tuple[torch.Tensor, torch.Tensor]  # training inputs x [points, inputs], labels y
+    split: Split  # the dataset as drawn, train and test (data.csv)
     model: nn.Sequential
     engine: Engine
     seeds: list[int]
@@ -116,11 +117,13 @@ def setup(
     """The data, the model (`model`, or built from cfg) and its engine, at step 0 or at the
     checkpoint's step. Writes nothing."""
     device = resolve_device(cfg.device)
-    data = make_dataset(cfg.dataset, device)
+    split = make_split(cfg.dataset, device)
+    data = split.x_train, split.y_train
     model = (model if model is not None else build_model(cfg, data[0].shape[1])).to(device)
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
-    engine = make_engine(cfg, model, data, checkpoint)
+    test = (split.x_test, split.y_test) if split.has_test else None
+    engine = make_engine(cfg, model, data, checkpoint, test)
     if checkpoint:
         engine.load_state_dict(checkpoint["engine_state"])
     log.info("%s", model)
@@ -135,13 +138,15 @@ def setup(
     if checkpoint:
         summary["resumed_from_step"] = checkpoint["step"]
     first = checkpoint["step"] if checkpoint else 0
-    outcomes = Outcomes(cfg.replicas, cfg.steps, device)
+    rule, plateaus = judging(cfg.dataset, split.y_train)
+    outcomes = Outcomes(cfg.replicas, cfg.steps, device, rule=rule, plateaus=plateaus)
     if checkpoint:  # the outcome tracker goes on from the checkpoint's state
         outcomes.load_state_dict(checkpoint["recorder"])
     return Run(
         cfg=cfg,
         out_dir=Path(out_dir),
         data=data,
+        split=split,
         model=model,
         engine=engine,
         seeds=list(range(cfg.seed, cfg.seed + cfg.replicas)),
@@ -159,19 +164,21 @@ def setup(
 
 
 def _open_outputs(run: Run) -> None:
-    """summary.json (status running), metrics.csv and, for a job that logs more than
+    """summary.json (status running), data.csv, metrics.csv and, for a job that logs more than
     2 x MAX_POINTS steps, curves.csv: their headers, or, resuming, cut back to the checkpoint's
     last row."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = run.cfg
     with signals.mode("hold"):  # the summary and the CSV's header appear together
         write_json(run.out_dir / "summary.json", run.summary)
+        write_atomic(run.out_dir / "data.csv", points_csv(run.split))
         run.recorder = Recorder(
             run.out_dir / "metrics.csv",
             cfg.depth,
             run.seeds,
             run.outcomes,
             penalty=regularized(cfg),
+            test=run.split.has_test,
             curves=curves_steps(cfg.steps, cfg.log_every, cfg.log_first),
             resume_at=run.resume_at,
             curves_at=run.curves_at,
@@ -212,7 +219,7 @@ def loop(run: Run) -> None:
             if is_logged and board:
                 board.scalars(step, metrics)
             if step % print_every == 0 or step == steps:
-                _print_progress(step, metrics)
+                _print_progress(step, metrics, run.outcomes.rule)
                 if board:
                     engine.write_back()  # the fused engine keeps its own copy of the weights
                     board.histograms(step, run.model)
@@ -253,11 +260,20 @@ def _replica_results(run: Run) -> list[dict]:
     outcomes = run.outcomes
     last = {name: values.cpu() for name, values in outcomes.last.items()}
     diverged, first = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
+
+    def final(name: str, r: int) -> dict:
+        """{final_<name>: value} where the run measures it (null once diverged)."""
+        if name not in last:
+            return {}
+        return {f"final_{name}": None if diverged[r] else last[name][r].item()}
+
     return [
         {
             "seed": seed,
-            "final_cost": None if diverged[r] else last["cost"][r].item(),
-            "final_accuracy": None if diverged[r] else last["accuracy"][r].item(),
+            **final("cost", r),
+            **final("accuracy", r),
+            **final("test_cost", r),
+            **final("test_accuracy", r),
             "solved": bool(first[r] >= 0),
             "first_step_solved": int(first[r]) if first[r] >= 0 else None,
             "diverged": bool(diverged[r]),
@@ -368,38 +384,55 @@ def _checkpoint_on_stop(run: Run, point: dict | None) -> None:
         log.warning("interrupted before the first step: nothing was trained; run it again")
 
 
-def _print_progress(step: int, metrics: dict[str, torch.Tensor]) -> None:
-    costs, accs = metrics["cost"], metrics["accuracy"]
+def _print_progress(step: int, metrics: dict[str, torch.Tensor], rule) -> None:
+    costs = metrics["cost"]
     finite = torch.isfinite(costs)
     alive = costs[finite]
     spread = (
         f"{alive.quantile(0.5):.7g} ({alive.min():.4g}-{alive.max():.4g})" if len(alive) else "nan"
     )
-    solved_now = int(solved(costs, accs).sum())
+    judged = ("test_cost", "test_accuracy") if "test_cost" in metrics else ("cost", "accuracy")
+    solved_now = int((solved(*(metrics[k] for k in judged), rule) & finite).sum())
+    test = ""
+    if "test_accuracy" in metrics and finite.any():
+        test = f" | test accuracy {metrics['test_accuracy'][finite].quantile(0.5):.3f}"
     extra = f", diverged {int((~finite).sum())}" if not finite.all() else ""
-    log.info("step %7d | cost %s | solved %d/%d%s", step, spread, solved_now, len(costs), extra)
+    log.info(
+        "step %7d | cost %s%s | solved %d/%d%s", step, spread, test, solved_now, len(costs), extra
+    )
 
 
 def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> None:
-    points = ["h(" + ",".join(str(int(v)) for v in p) + ")" for p in x[:max_points]]
-    more = " ..." if len(x) > max_points else ""
+    """A line per replica: its final cost, accuracy (and test accuracy) and whether it solved;
+    for a binary dataset (xor, parity) also its outputs h at the first points."""
+    binary = bool(((x == 0) | (x == 1)).all())
+    shown = x[:max_points] if binary else x[:0]
+    points = ["h(" + ",".join(str(int(v)) for v in p) + ")" for p in shown]
+    more = " ..." if len(x) > len(shown) > 0 else ""
+    test = "final_test_accuracy" in replicas[0]
+
+    def number(value, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
     log.info(
-        "%6s %12s %8s %6s  %s%s",
+        "%6s %12s %8s%s %6s  %s%s",
         "seed",
         "cost",
         "accuracy",
+        f" {'test acc':>8}" if test else "",
         "solved",
         "  ".join(f"{p:>10}" for p in points),
         more,
     )
     for rep in replicas:
-        cost_, acc = rep["final_cost"], rep["final_accuracy"]
-        hyps = "  ".join(f"{h:10.7f}" for h in rep["hypothesis"][:max_points])
+        cost_ = rep["final_cost"]
+        hyps = "  ".join(f"{h:10.7f}" for h in rep["hypothesis"][: len(shown)])
         log.info(
-            "%6d %12s %8s %6s  %s%s",
+            "%6d %12s %8s%s %6s  %s%s",
             rep["seed"],
             "diverged" if cost_ is None else f"{cost_:.7g}",
-            "-" if acc is None else f"{acc:.2f}",
+            number(rep["final_accuracy"], ".2f"),
+            f" {number(rep.get('final_test_accuracy'), '.3f'):>8}" if test else "",
             "yes" if rep["solved"] else "no",
             hyps,
             more,

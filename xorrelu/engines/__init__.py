@@ -51,14 +51,20 @@ class Engine(Protocol):
 
 def fused_runs(cfg) -> bool:
     """The fused engine runs elementwise activations without learned parameters (not prelu,
-    not maxout; `Activation.fused`), with every optimizer (each writes out its update)."""
-    return ACTIVATIONS.get(cfg.activation.name).fused
+    not maxout; `Activation.fused`), with every optimizer (each writes out its update), on the
+    full batch (mini-batches run on autograd)."""
+    return ACTIVATIONS.get(cfg.activation.name).fused and cfg.get("batch_size") is None
 
 
 def make_engine(
-    cfg, model: nn.Sequential, data: tuple[torch.Tensor, torch.Tensor], checkpoint: dict | None
+    cfg,
+    model: nn.Sequential,
+    data: tuple[torch.Tensor, torch.Tensor],
+    checkpoint: dict | None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Engine:
-    """The engine cfg asks for, or the one `checkpoint` was written by."""
+    """The engine cfg asks for, or the one `checkpoint` was written by; `test`: the held-out
+    points it measures at every step."""
     points = data[0].shape[0]
     from xorrelu.engines.autograd import AutogradEngine
     from xorrelu.engines.fused import FusedEngine
@@ -70,8 +76,9 @@ def make_engine(
     if engine is EngineName.auto:
         engine = EngineName.fused if compile_ and fused_runs(cfg) else EngineName.autograd
     if engine is EngineName.autograd:
-        return AutogradEngine(model, data, cfg)
-    return FusedEngine(model, data, cfg, compile=compile_)
+        first = checkpoint.get("step", 0) if checkpoint else 0
+        return AutogradEngine(model, data, cfg, test=test, first_update=first)
+    return FusedEngine(model, data, cfg, compile=compile_, test=test)
 
 
 def compile_wanted(cfg, points: int) -> bool:

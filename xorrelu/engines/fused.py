@@ -46,7 +46,13 @@ class FusedEngine:
     name = "fused"
 
     def __init__(
-        self, model: nn.Sequential, data: tuple[torch.Tensor, torch.Tensor], cfg, compile: bool
+        self,
+        model: nn.Sequential,
+        data: tuple[torch.Tensor, torch.Tensor],
+        cfg,
+        compile: bool,
+        *,
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         x, y = data
         self.model, self.linear_layers = model, linear_layers(model)
@@ -59,6 +65,8 @@ class FusedEngine:
         self.regularizer = regularizer(cfg)  # (record, rate: a plain float), or None
         self.x = x.unsqueeze(-1)  # [points, inputs, 1]: the same points for every replica
         self.y = y.unsqueeze(-1)  # [points, 1]
+        # the held-out points, measured (forward only) at every step
+        self.test = None if test is None else (test[0].unsqueeze(-1), test[1].unsqueeze(-1))
         self.replicas = replicas = self.linear_layers[0].weight.shape[0]
         multiple = EAGER_REPLICA_MULTIPLE
         self.padded = (
@@ -137,28 +145,11 @@ class FusedEngine:
         number of points alone. The compiler turns the step into a few loops vectorized along
         the replica axis.
         """
-        n_points = self.x.shape[0]
-        # forward: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas] vector
-        h, inputs, pre_activations = self.x, [self.x], []
-        for i, (w, b) in enumerate(zip(weights, biases, strict=False)):
-            z = (
-                _sum(h[:, k : k + 1] * w[k] for k in range(w.shape[0])) + b
-            )  # [points, out, replicas]
-            if i < len(weights) - 1:
-                pre_activations.append(z)
-                h = self.module(z)
-                inputs.append(h)
-        logits = z[:, 0, :]  # [points, replicas]
-        losses = F.binary_cross_entropy_with_logits(
-            logits, self.y.expand_as(logits), reduction="none"
-        )
-        cost = _sum_points(losses) / n_points
-        hypothesis = torch.sigmoid(logits)
-        hits = (torch.floor(hypothesis + 0.5) == self.y).to(logits.dtype)
-        accuracy = _sum_points(hits) / n_points
+        logits, inputs, pre_activations = self._forward(self.x, weights, biases)
+        cost, accuracy, hypothesis = _cost_accuracy(logits, self.y)
 
         # backward: d cost / d logits = (h - y) / points, then layer by layer to the input
-        dz = ((hypothesis - self.y) / n_points).unsqueeze(1)  # [points, 1, replicas]
+        dz = ((hypothesis - self.y) / self.x.shape[0]).unsqueeze(1)  # [points, 1, replicas]
         grads_w, grads_b, norms, stuck = (
             [None] * len(weights),
             [None] * len(weights),
@@ -189,6 +180,11 @@ class FusedEngine:
                 )  # [points, in, replicas]
 
         metrics = {"cost": cost, "accuracy": accuracy}
+        if self.test is not None:  # at the parameters before the update
+            test_logits = self._forward(self.test[0], weights, biases)[0]
+            metrics["test_cost"], metrics["test_accuracy"], _ = _cost_accuracy(
+                test_logits, self.test[1]
+            )
         if self.regularizer is not None:  # at the parameters before the update
             record, rate = self.regularizer
             # [replicas]: each layer's terms summed unit by unit, as the sums above
@@ -199,12 +195,36 @@ class FusedEngine:
         metrics["stuck_frac"] = torch.stack(stuck[::-1])
         return metrics
 
+    def _forward(self, x, weights, biases):
+        """Logits [points, replicas], each layer's input and each hidden layer's
+        pre-activations: z[n, j] = sum_i h[n, i] * W[i, j] + b[j], every term a [replicas]
+        vector."""
+        h, inputs, pre_activations = x, [x], []
+        for i, (w, b) in enumerate(zip(weights, biases, strict=False)):
+            z = (
+                _sum(h[:, k : k + 1] * w[k] for k in range(w.shape[0])) + b
+            )  # [points, out, replicas]
+            if i < len(weights) - 1:
+                pre_activations.append(z)
+                h = self.module(z)
+                inputs.append(h)
+        return z[:, 0, :], inputs, pre_activations
+
     def _update(self, params, grads, state, t) -> None:
         """The optimizer's update rule, written out in place (xorrelu.optimizers)."""
         n, slots = len(params), self.optimizer.slots
         for k, (p, g) in enumerate(zip(params, grads, strict=True)):
             buffers = [state[s * n + k] for s in range(slots)]
             self.optimizer.update(self.optimizer_cfg, p, g, buffers, t=t)
+
+
+def _cost_accuracy(logits: torch.Tensor, y: torch.Tensor):
+    """The lesson's cost and accuracy per replica of logits [points, replicas], and h."""
+    n_points = logits.shape[0]
+    losses = F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none")
+    hypothesis = torch.sigmoid(logits)
+    hits = (torch.floor(hypothesis + 0.5) == y).to(logits.dtype)
+    return _sum_points(losses) / n_points, _sum_points(hits) / n_points, hypothesis
 
 
 def _sum(terms):
