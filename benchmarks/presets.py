@@ -1,7 +1,8 @@
 """Every sweep preset at full size, as a user runs it: wall time, peak memory of every process,
 disk, rows, compile time and per-job overhead; written into benchmarks/presets.md.
 
-    python benchmarks/presets.py                        # all five, into outputs/presets/
+    python benchmarks/presets.py                        # the five lesson presets, into outputs/presets/
+    python benchmarks/presets.py --playground           # the five Playground presets -> playground_presets.md
     python benchmarks/presets.py --presets lab10,activations --dir /tmp/p --no-record
 
 Each preset runs as `python -m xorrelu experiment=NAME [extra] --multirun` in a fresh sweep dir
@@ -44,6 +45,14 @@ PRESETS = {  # name: (extra overrides, the issue's wall budget in minutes)
     "init": ([], 6),
     "depth": ([], 10),
 }
+PLAYGROUND = {  # issue #13 sets no wall budget for them
+    "circle_features": ([], None),
+    "spiral_features": ([], None),
+    "noise": ([], None),
+    "batch": ([], None),
+    "l2_overfit": ([], None),
+}
+ALL = {**PRESETS, **PLAYGROUND}
 GIB = 1024**3
 
 
@@ -169,12 +178,13 @@ def markdown(results: list[dict], commit: str) -> str:
         "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        budget = PRESETS[r["preset"]][1]
+        budget = ALL[r["preset"]][1]
+        budget = "-" if budget is None else f"{budget} min"
         overhead = "-" if r["overhead_s"] is None else f"{r['overhead_s']:.1f} s"
         before, after = (" ".join(f"{x:.1f}" for x in load) for load in r["load"])
         lines.append(
             f"| `{r['command']}` | {r['completed']}/{r['jobs']} | {r['workers']} | "
-            f"{r['wall_s'] / 60:.1f} min | {budget} min | {r['peak_rss_gib']:.2f} GiB "
+            f"{r['wall_s'] / 60:.1f} min | {budget} | {r['peak_rss_gib']:.2f} GiB "
             f"({r['launcher_gib']:.2f} / {r['worker_gib']:.2f}) | {r['disk_gib'] * 1024:.0f} MiB "
             f"| {r['cache_gib'] * 1024:.0f} MiB | {r['rows']:,} | {r['compiled_jobs']} "
             f"({r['compile_s']:.0f} s) | {overhead} | {r['plot_s']:.0f} s | {before} → {after} |"
@@ -184,14 +194,17 @@ def markdown(results: list[dict], commit: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated names")
+    parser.add_argument("--presets", default=None, help="comma-separated names")
+    parser.add_argument(
+        "--playground", action="store_true", help="the Playground presets (playground_presets.md)"
+    )
     parser.add_argument("--dir", default=str(ROOT / "outputs" / "presets"), help="sweeps go here")
     parser.add_argument("--no-record", action="store_true", help="do not write presets.md")
     args = parser.parse_args()
-    names = args.presets.split(",")
-    unknown = sorted(set(names) - set(PRESETS))
+    names = (args.presets or ",".join(PLAYGROUND if args.playground else PRESETS)).split(",")
+    unknown = sorted(set(names) - set(ALL))
     if unknown:
-        sys.exit(f"presets.py: unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")
+        sys.exit(f"presets.py: unknown preset(s) {unknown}; choose from {sorted(ALL)}")
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(
@@ -199,14 +212,15 @@ def main() -> None:
     ).stdout.strip()
     results = []
     for name in names:
-        result = run_preset(name, PRESETS[name][0], out)
+        result = run_preset(name, ALL[name][0], out)
         results.append(result)
         print(json.dumps(result, default=str), flush=True)
     text = markdown(results, commit)
     print(text)
     if not args.no_record:
-        (HERE / "presets.md").write_text(text)
-        print(f"wrote {HERE / 'presets.md'}")
+        record = HERE / ("playground_presets.md" if args.playground else "presets.md")
+        record.write_text(text)
+        print(f"wrote {record}")
 
 
 if __name__ == "__main__":

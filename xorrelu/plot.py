@@ -64,6 +64,7 @@ from xorrelu.results import (  # noqa: E402
     Job,
     ResultsError,
     column_name,
+    dataset_config,
     fixed_description,
     job_outcomes,
     unusable,
@@ -803,9 +804,7 @@ def _inputs(config: dict) -> int | None:
     (results checked the name)."""
     if config.get("dataset.name") is None:
         return None
-    return dataset_shape(
-        OmegaConf.create({"name": config["dataset.name"], "bits": config.get("dataset.bits")})
-    )[1]
+    return dataset_shape(dataset_config(config))[1]
 
 
 def summary_markdown(results: Results) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.config import upgrade
@@ -252,7 +253,8 @@ def flat_config(job_dir: Path, summary: dict | None = None) -> dict:
 
 def flatten_config(config: dict, source: Path) -> dict:
     """{"activation": {"name": "relu"}} -> {"activation.name": "relu"}; every value must be one
-    number, text, true/false or null (they become group labels and table cells)."""
+    number, text, true/false or null, or a list of names (dataset.features: "[x1,x2]"); they
+    become group labels and table cells."""
     flat: dict = {}
     pending = [("", config)]  # a loop, not recursion: the nesting depth is the file's to choose
     while pending:
@@ -263,6 +265,8 @@ def flatten_config(config: dict, source: Path) -> dict:
                 pending.append((f"{name}.", value))
             elif value is None or isinstance(value, (str, int, float, bool)):
                 flat[name] = value
+            elif isinstance(value, list) and all(type(v) is str for v in value):
+                flat[name] = f"[{','.join(value)}]"  # dataset.features, as an override writes it
             else:
                 raise ResultsError(
                     f"{source}: config key {name} holds {json_type(value)}, not a single value"
@@ -283,6 +287,19 @@ def flatten_config(config: dict, source: Path) -> dict:
             f"{source}: dataset.bits is {short(bits)}, not a whole number from 1 to 16"
         )
     return flat
+
+
+def dataset_config(flat: dict) -> DictConfig:
+    """A job's dataset config from its flat config (features back to a list of names)."""
+    dataset = {
+        key.removeprefix("dataset."): value
+        for key, value in flat.items()
+        if key.startswith("dataset.")
+    }
+    features = dataset.get("features")
+    if isinstance(features, str):
+        dataset["features"] = features.strip("[]").split(",")
+    return OmegaConf.create(upgrade({"dataset": dataset})["dataset"])
 
 
 def read_curves(job_dir: Path, summary: dict) -> pd.DataFrame | None:
