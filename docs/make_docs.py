@@ -68,6 +68,18 @@ CAUSE_RUNS = [
     (["activation=sigmoid", "steps=2000"], ["vanished"]),
     (["activation=tanh", "steps=50"], ["slow", "other"]),
     (["activation=elu", "optimizer.lr=10", "depth=3", "steps=50", "replicas=8"], ["diverged"]),
+    (
+        [
+            "dataset=circle",
+            "dataset.noise=30",
+            "dataset.test_fraction=0.9",
+            "optimizer=adam",
+            "depth=3",
+            "width=8",
+            "steps=1000",
+        ],
+        ["overfit"],
+    ),
 ]
 CAUSES = ["solved", *xorrelu.outcomes.CAUSES]
 
@@ -220,11 +232,14 @@ def causes_table() -> str:
         "output no longer depends on the input. A net dead at initialization has 0/0 gradient "
         "ratios: that is dead, not vanished",
         "vanished": f"at step 0, `grad_norm_1 / grad_norm_L < {o.VANISHED_RATIO:g}`, and the "
-        f"cost never got below ln 2 (by more than {o.LN2_BAND:g}): the net never learned more "
-        "than h = 1/2",
+        f"cost never got below the best constant output's (by more than {o.LN2_BAND:g}; ln 2 "
+        "for balanced labels): the net never learned more than a constant",
         "plateau": f"the final cost is within {o.PLATEAU_BAND:g} of a collapsed-network value "
-        f"({plateaus}: all points merged, three merged, two pairs merged) while the units "
-        "still move",
+        "while the units still move: the best constant output's, the entropy of the training "
+        f"labels (0.693 when balanced); for the 4 XOR points also {plateaus} (all points "
+        "merged, three merged, two pairs merged)",
+        "overfit": "with a test split: the final training accuracy reaches the dataset's "
+        "solved accuracy, the held-out accuracy does not",
         "slow": f"the final cost is more than {o.SLOW_DROP:.0%} below the cost at "
         f"{o.SLOW_AT:.0%} of the run: still falling, more steps would likely solve it",
         "other": "none of the above",
@@ -233,9 +248,10 @@ def causes_table() -> str:
     lines = ["| cause | criterion |", "|---|---|"]
     lines += [f"| `{cause}` | {text} |" for cause, text in rows.items()]
     solved = (
-        f"A replica is **solved** at a step when its accuracy is 1.0 and its cost is below "
-        f"{o.SOLVED_COST:g}; a unit is **stuck** when |f'(z)| < {o.STUCK_SLOPE:.0%} of the "
-        "activation's peak slope at every data point."
+        "A replica is **solved** at a step by its dataset's rule: for xor and parity, accuracy "
+        f"1.0 and cost below {o.SOLVED_COST:g}; for the Playground's sets, held-out accuracy "
+        "≥ 0.9 (Definitions). A unit is **stuck** when "
+        f"|f'(z)| < {o.STUCK_SLOPE:.0%} of the activation's peak slope at every data point."
     )
     return "\n".join([*lines, "", solved]) + "\n"
 

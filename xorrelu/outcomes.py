@@ -24,6 +24,9 @@ An unsolved replica gets one cause, the first of these that holds:
   still move. The first is the best constant output's cost, the entropy of the training
   labels (ln 2 = 0.693 when they are balanced); for the lesson's 4 XOR points also 0.477
   (three points merged) and 0.347 (two pairs merged).
+- overfit: with a test split, the final training accuracy reaches the dataset's solved
+  accuracy but the held-out accuracy does not: the net learned the training points (and their
+  noise), not the pattern.
 - slow: the cost is still falling: the final cost is more than 1% below the cost at 90% of the
   run's steps (more steps would likely solve it).
 - other: none of the above.
@@ -47,7 +50,7 @@ from xorrelu.data import DATASETS, label_entropy
 SOLVED_COST = 0.1
 STUCK_SLOPE = 0.01
 LN2 = math.log(2)
-CAUSES = ["diverged", "dead", "vanished", "plateau", "slow", "other"]
+CAUSES = ["diverged", "dead", "vanished", "plateau", "overfit", "slow", "other"]
 PLATEAU_COSTS = (
     LN2,
     0.75 * -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)),
@@ -176,8 +179,13 @@ class Outcomes:
         plateau = torch.stack([(final_cost - c).abs() < PLATEAU_BAND for c in self.plateaus]).any(
             dim=0
         )
+        overfit = torch.zeros_like(dead)
+        if "test_accuracy" in self.last:  # the training points are learned, the held-out not
+            overfit = (self.last["accuracy"] >= self.rule.accuracy) & (
+                self.last["test_accuracy"] < self.rule.accuracy
+            )
         slow = final_cost < (1 - SLOW_DROP) * self.cost_at_90
-        flags = torch.stack([self.diverged, dead, vanished, plateau, slow]).cpu()
+        flags = torch.stack([self.diverged, dead, vanished, plateau, overfit, slow]).cpu()
         solved_ = self.solved.cpu()
         return [
             None if solved_[r] else CAUSES[[*map(bool, flags[:, r]), True].index(True)]
