@@ -329,7 +329,7 @@ def _check_ranges(cfg: DictConfig) -> None:
     _check(cfg, "regularization.rate", lambda v: 0 <= v < math.inf, "a finite number >= 0")
     _check(cfg, "activation.pieces", lambda v: v >= 2, "an integer >= 2")
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
-    _check_dataset(cfg)
+    check_dataset(cfg)
     _check(cfg, "batch_size", lambda v: v >= 1, "an integer >= 1, or null for the full batch")
     if cfg.batch_size is not None and EngineName(cfg.engine) is EngineName.fused:
         raise ConfigError(
@@ -337,9 +337,9 @@ def _check_ranges(cfg: DictConfig) -> None:
         )
 
 
-def _check_dataset(cfg: DictConfig) -> None:
+def check_dataset(cfg: DictConfig) -> None:
     """The Playground's ranges, a split that leaves points to train on, features by name for
-    2-D datasets only."""
+    2-D datasets only (also the plotter's check of a job's dataset before it rebuilds it)."""
     from xorrelu.data import DATASETS, FEATURES, test_points
 
     dataset = cfg.dataset
@@ -463,4 +463,4 @@ def _refuse_unknown_keys(node: DictConfig, prefix: str) -> None:
             _refuse_unknown_keys(child, f"{prefix}{key}.")
 
 
-__all__ = ["Config", "ConfigError", "Device", "register_configs", "validate"]
+__all__ = ["Config", "ConfigError", "Device", "check_dataset", "register_configs", "validate"]

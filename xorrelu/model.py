@@ -3,6 +3,8 @@
 One model holds `replicas` independent nets. A BatchedLinear keeps weight [replicas, in, out]
 and bias [replicas, 1, out] and multiplies with torch.baddbmm, so replica r only ever sees its
 own slice. The model returns logits [replicas, points, 1]; the hypothesis is their sigmoid.
+It takes the first layer's inputs (the dataset's features, xorrelu.data.featurize); a replica
+exported with its features (export_replica) takes the points as drawn.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from xorrelu.activations import ACTIVATIONS, BatchedPReLU
-from xorrelu.data import make_dataset
+from xorrelu.data import dataset_shape, featurize
 from xorrelu.init import init_weights
 
 
@@ -72,11 +74,29 @@ def initialize(model: nn.Sequential, init_cfg, seeds) -> None:
         layer.bias.fill_(init_cfg.bias)
 
 
+class Features(nn.Module):
+    """The first layer's inputs [n, len(names)] from 2-D points [n, 2] (xorrelu.data.featurize):
+    the head of an exported replica of a job with dataset.features."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = list(names)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return featurize(points, self.names)
+
+    def extra_repr(self) -> str:
+        return ", ".join(self.names)
+
+
 @torch.no_grad()
-def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
+def export_replica(model: nn.Sequential, r: int, features=None) -> nn.Sequential:
     """Replica r as a plain nn.Sequential of nn.Linear (and nn.PReLU), on the CPU,
-    in the same dtype."""
-    layers: list[nn.Module] = []
+    in the same dtype. With `features` (a job's dataset.features; by default the `features`
+    load_model gives the model) a Features module goes first, so that it takes the points as
+    drawn, [n, 2]."""
+    features = features if features is not None else getattr(model, "features", None)
+    layers: list[nn.Module] = [] if features is None else [Features(features)]
     for m in model:
         if isinstance(m, BatchedLinear):
             plain = nn.Linear(m.in_features, m.out_features, dtype=m.weight.dtype)
@@ -94,13 +114,15 @@ def export_replica(model: nn.Sequential, r: int) -> nn.Sequential:
 def load_model(job_dir: str | Path, which: str = "final") -> nn.Sequential:
     """The batched model of a finished job, from its config (summary.json's, else
     .hydra/config.yaml's) and weights.pt, all read within bounds (xorrelu.jobdir): a damaged or
-    hostile file raises JobDirError."""
+    hostile file raises JobDirError. It takes the features of the points (its `features`: the
+    job's dataset.features, None for the raw points), and export_replica carries them."""
     from xorrelu.jobdir import load_weights, read_config
 
     job_dir = Path(job_dir)
     cfg = OmegaConf.create(read_config(job_dir)[0])
     state = load_weights(job_dir)
-    x, _ = make_dataset(cfg.dataset)
-    model = build_model(cfg, x.shape[1])
+    model = build_model(cfg, dataset_shape(cfg.dataset)[1])
     model.load_state_dict(state[which])
+    features = cfg.dataset.get("features")
+    model.features = list(features) if features is not None else None
     return model

@@ -46,7 +46,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from xorrelu.data import dataset_shape, make_dataset  # noqa: E402
+from xorrelu.data import DATASETS, dataset_shape, featurize, make_split  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
 from xorrelu.jobdir import (  # noqa: E402
     JobDirError,
@@ -61,11 +61,12 @@ from xorrelu.model import build_model  # noqa: E402
 from xorrelu.outcomes import CAUSES, PLATEAU_COSTS, SOLVED_COST, STUCK_SLOPE, solved  # noqa: E402
 from xorrelu.results import (  # noqa: E402
     PER_LAYER,
+    TEST_COLUMNS,
     Job,
     ResultsError,
     column_name,
-    dataset_config,
     fixed_description,
+    job_judging,
     job_outcomes,
     unusable,
     usable_jobs,
@@ -86,7 +87,7 @@ OKABE_ITO = [
     "#F0E442",
 ]  # colorblind-safe
 PLATEAUS = dict(
-    zip(  # final costs of collapsed nets: the 4 points merged into fewer distinct outputs
+    zip(  # final costs of collapsed nets: the 4 XOR points merged into fewer distinct outputs
         [
             f"ln 2 = {PLATEAU_COSTS[0]:.3f}: all 4 points merged, h = 1/2",
             f"{PLATEAU_COSTS[1]:.3f}: 3 points merged, h = 2/3",
@@ -121,7 +122,9 @@ class JobCurves:
 
     steps: np.ndarray  # up to MAX_POINTS of its logged steps, evenly spaced as `thin` picks them
     seeds: np.ndarray  # its replicas, in order
-    series: dict  # cost, accuracy, grad_norm_i -> [steps, replicas] float32, NaN where not logged
+    # cost, accuracy (test_cost, test_accuracy with a test split), grad_norm_i -> [steps, replicas]
+    # float32, NaN where not logged; solved: 1 where solved by the job's rule, else 0
+    series: dict
     layers: list  # per-layer columns that hold a value at some logged step (not only those kept)
     first_step: int
     first: pd.DataFrame  # per-layer columns of the rows at its first logged step
@@ -140,6 +143,7 @@ class Curves:
     drawable: bool  # some cost is positive and finite (a log axis has something to show)
     solved: np.ndarray  # fraction of replicas solved
     accuracy: np.ndarray  # mean accuracy over replicas
+    test_accuracy: np.ndarray | None  # mean test accuracy over replicas; None without a test split
     grad_norms: dict  # grad_norm_i -> median over replicas per step, layer 1 first
     start: dict  # "grad_norm_" / "stuck_frac_" -> Series by layer: median / mean at the first step
     end: dict  # the same at each job's last step
@@ -155,6 +159,7 @@ class Results:
     configs: list[dict]  # each job's flat config
     groups: list[str]  # group labels in sweep order
     title: str  # what all jobs share
+    judging: dict  # job dir -> results.Judging: its dataset, rule for solved and plateaus
     not_completed: list = field(
         default_factory=list
     )  # (job dir, why): failed, interrupted, running or skipped jobs
@@ -198,6 +203,7 @@ def collect(paths: list[str | Path]) -> Results:
         configs=configs,
         groups=groups,
         title=fixed_description(configs),
+        judging={str(j.path): j.judging for j in jobs},
         not_completed=not_completed,
     )
 
@@ -209,7 +215,9 @@ def _layer_names(columns, prefix: str) -> list[str]:
 def reduce_job(job: Job) -> JobCurves:
     """One job's rows reduced to what the plots draw: its outcomes, its per-replica values at up
     to MAX_POINTS steps, and its per-layer rows at its first and last step. From a curves.csv,
-    which holds just those steps (xorrelu.metrics.curves_steps), it comes out the same."""
+    which holds just those steps (xorrelu.metrics.curves_steps), it comes out the same. Solved is
+    the job's own rule (results.Judging), on its test columns when it has some, as training
+    judges it."""
     metrics = job.metrics
     outcomes = job_outcomes(job)
     step, seed = metrics.step.to_numpy(), metrics.seed.to_numpy()
@@ -222,10 +230,14 @@ def reduce_job(job: Job) -> JobCurves:
     row, column = row[chosen], np.searchsorted(seeds, seed[chosen])
     layers = [c for c in metrics.columns if PER_LAYER.fullmatch(c)]
     series = {}
-    for name in ["cost", "accuracy", *_layer_names(layers, "grad_norm_")]:
+    tests = [name for name in TEST_COLUMNS if name in metrics]
+    for name in ["cost", "accuracy", *tests, *_layer_names(layers, "grad_norm_")]:
         table = np.full((len(kept), len(seeds)), np.nan, dtype=np.float32)
         table[row, column] = metrics[name].to_numpy()[chosen]
         series[name] = table
+    judged = tests or ["cost", "accuracy"]
+    series["solved"] = solved(*(series[name] for name in judged), job.judging.rule)
+    series["solved"] = series["solved"].astype(np.float32)
     return JobCurves(
         steps=steps[kept],
         seeds=seeds,
@@ -260,13 +272,15 @@ def group_curves(parts: list[JobCurves]) -> Curves:
     with warnings.catch_warnings():  # a step where every replica is NaN gives NaN, as it should
         warnings.simplefilter("ignore", RuntimeWarning)
         cost, accuracy = table("cost"), table("accuracy")
+        tested = any("test_accuracy" in part.series for part in parts)
         curves = Curves(
             steps=steps,
             cost_quartiles=np.nanquantile(cost, [0.25, 0.5, 0.75], axis=1),
             cost_replicas=cost if cost.shape[1] <= MAX_FAINT else None,
             drawable=bool(((cost > 0) & np.isfinite(cost)).any()),
-            solved=solved(cost, accuracy).mean(axis=1),
+            solved=np.nan_to_num(table("solved")).mean(axis=1),  # a step not logged: unsolved
             accuracy=np.nanmean(accuracy, axis=1),
+            test_accuracy=np.nanmean(table("test_accuracy"), axis=1) if tested else None,
             grad_norms={
                 name: np.nanmedian(table(name), axis=1)
                 for name in _layer_names(layers, "grad_norm_")
@@ -356,6 +370,34 @@ def plot_accuracy(results: Results, ax=None):
     return ax
 
 
+def plot_test_accuracy(results: Results, ax=None):
+    """Mean accuracy on the held-out points vs step (solid) and on the training points
+    (dashed), for the groups with a test split."""
+    ax = _axes(ax)
+    for group in results.groups:
+        curves, color = results.curves[group], results.color(group)
+        if curves.test_accuracy is None:
+            continue
+        test = curves.test_accuracy
+        ax.plot(curves.steps, test, color=color, linewidth=2, label=f"{group}: test")
+        ax.plot(
+            curves.steps,
+            curves.accuracy,
+            color=color,
+            linewidth=1,
+            linestyle="--",
+            label=f"{group}: train",
+        )
+    ax.set(
+        ylim=(-0.02, 1.02),
+        xlabel="step",
+        ylabel="mean accuracy over replicas",
+        title="Test and train accuracy",
+    )
+    _legend(ax)
+    return ax
+
+
 def _layer_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
     return _layer_names((c for c in frame.columns if frame[c].notna().any()), prefix)
 
@@ -429,7 +471,7 @@ def plot_grad_profile(results: Results, ax=None):
 
 def plot_outcomes(results: Results, ax=None):
     """Final cost of every replica per group, colored by why it is unsolved, with the
-    collapsed-network plateaus marked."""
+    collapsed-network plateaus marked (plateau_lines)."""
     ax = _axes(ax)
     rng = np.random.default_rng(0)
     rows = results.replicas.assign(
@@ -450,8 +492,9 @@ def plot_outcomes(results: Results, ax=None):
                 label=f"{outcome} ({len(chosen) + diverged}"
                 f"{', not drawn: NaN cost' if diverged else ''})",
             )
-    for (label, value), style in zip(PLATEAUS.items(), [":", "--", "-."], strict=True):
-        ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=label)
+    styles = [":", "--", "-.", (0, (1, 4)), (0, (5, 5))]
+    for i, (value, label) in enumerate(plateau_lines(results).items()):
+        ax.axhline(value, color="gray", linestyle=styles[i % len(styles)], linewidth=1, label=label)
     tilt = len(results.groups) > 4
     ax.set_xticks(
         range(len(results.groups)),
@@ -464,49 +507,159 @@ def plot_outcomes(results: Results, ax=None):
     return ax
 
 
+def plateau_lines(results: Results) -> dict[float, str]:
+    """cost -> label: the collapsed-network costs the outcome plot marks. For xor jobs the
+    lesson's three (PLATEAUS); for any other dataset the best constant output's, the entropy of
+    its training labels, once per value."""
+    lines, names = {}, {}
+    for judged in results.judging.values():
+        if judged.plateaus == PLATEAU_COSTS:  # the lesson's 4 XOR points (outcomes.judging)
+            lines.update({cost: label for label, cost in PLATEAUS.items()})
+        else:
+            cost = judged.plateaus[0]
+            names.setdefault(round(cost, 3), (cost, []))[1].append(judged.dataset.name)
+    for cost, datasets in names.values():
+        if not any(abs(cost - drawn) < 1e-3 for drawn in lines):  # ln 2 is XOR's first already
+            named = ", ".join(dict.fromkeys(datasets))
+            lines[cost] = f"{cost:.3f}: constant output, the labels' entropy ({named})"
+    return lines
+
+
 def plot_decision_boundary(
     results: Results, job: str, seed: int, *, which: str = "final", ax=None, grids=None
 ):
-    """The net's output h(x1, x2) over [-0.5, 1.5]^2 for one replica, with the data points
-    (`grids`: outputs_on_grid's, when a caller computed several replicas at once)."""
+    """The net's output h(x1, x2) for one replica over the plane of the job's points
+    (job_plane: the lesson's XOR over [-0.5, 1.5]^2), the points on top: training points as
+    dots, held-out ones as crosses (`grids`: outputs_on_grid's, when a caller computed several
+    replicas at once)."""
     ax = _axes(ax)
+    plane = job_plane(job)
     h = (grids or outputs_on_grid(job, which, [seed]))[seed]
-    ax.imshow(h, origin="lower", extent=(-0.5, 1.5, -0.5, 1.5), cmap="cividis", vmin=0, vmax=1)
-    x, y = make_dataset(OmegaConf.create({"name": "xor"}))
-    ax.scatter(
-        x[:, 0], x[:, 1], c=["white" if label else "black" for label in y], edgecolors="gray", s=40
-    )
+    ax.imshow(h, origin="lower", extent=plane.extent, cmap="cividis", vmin=0, vmax=1)
+    size = 40 if plane.lesson else 10
+    for where, marker in (("train", "o"), ("test", "X")):
+        points = plane.points[plane.points.split == where]
+        ax.scatter(
+            points.x1,
+            points.x2,
+            c=["white" if label else "black" for label in points.label],
+            marker=marker,
+            edgecolors="gray",
+            linewidths=0.5 if plane.lesson else 0.3,
+            s=size if marker == "o" else 1.4 * size,
+        )
     row = results.replicas[(results.replicas.job == job) & (results.replicas.seed == seed)].iloc[0]
     outcome = "solved" if pd.isna(row.cause) else row.cause
+    tested = which == "final" and pd.notna(row.get("final_test_accuracy", np.nan))
     ax.set_title(
         f"seed {seed}: {which}"
-        + (f", cost {row.final_cost:.3g}, {outcome}" if which == "final" else ""),
+        + (f", cost {row.final_cost:.3g}, {outcome}" if which == "final" else "")
+        + (f"\ntest accuracy {row.final_test_accuracy:.3g}" if tested else ""),
         fontsize="small",
     )
-    ax.set_xticks([0, 1])
-    ax.set_yticks([0, 1])
+    if plane.lesson:
+        ax.set_xticks([0, 1])
+        ax.set_yticks([0, 1])
     return ax
 
 
 _MODELS: dict = {}
-GRID_SIDE = np.linspace(-0.5, 1.5, 81)
+_PLANES: dict = {}
+GRID_SIDE = np.linspace(-0.5, 1.5, 81)  # the lesson's XOR plane, each axis
+GRID_POINTS = len(GRID_SIDE)  # grid points per axis on any plane
+MARGIN = 0.1  # of the points' span, on each side of the plane
+MAX_DATA_BYTES = 256 * 2**20  # data.csv of the largest dataset (10**6 points) is ~50 MiB
+DATA_COLUMNS = ["x1", "x2", "label", "split"]
+
+
+@dataclass
+class Plane:
+    """Where a job's decision boundary is drawn: the points' range with a margin (the lesson's
+    XOR: [-0.5, 1.5]^2, as it always was), its points and the features its net reads."""
+
+    x1: np.ndarray  # the grid's coordinates along each axis, GRID_POINTS each
+    x2: np.ndarray
+    points: pd.DataFrame  # x1, x2, label, split (train or test)
+    features: list | None  # dataset.features: the net's inputs from (x1, x2); None = x1, x2
+    lesson: bool  # the lesson's 4 XOR points
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        return (self.x1[0], self.x1[-1], self.x2[0], self.x2[-1])
+
+
+def job_plane(job: str) -> Plane:
+    """The Plane of a job: its points from its data.csv (only the columns drawn), or, for an
+    older job dir without one, rebuilt from its config (xorrelu.data.make_split)."""
+    if job not in _PLANES:
+        if len(_PLANES) > 8:
+            _PLANES.clear()
+        try:
+            config, source = read_config(Path(job))
+        except JobDirError as error:
+            raise unusable(error) from None
+        dataset = job_judging(config.get("dataset"), source).dataset
+        dataset = dataset if dataset is not None else OmegaConf.create({"name": "xor"})
+        points = _read_points(Path(job) / "data.csv", dataset)
+        lesson = dataset.name == "xor"
+        if lesson:
+            x1 = x2 = GRID_SIDE
+        else:
+            xy = points[["x1", "x2"]].to_numpy()
+            low, high = xy.min(axis=0), xy.max(axis=0)
+            margin = MARGIN * np.where(high > low, high - low, 1.0)
+            x1, x2 = np.linspace(low - margin, high + margin, GRID_POINTS).T
+        features = dataset.get("features")
+        _PLANES[job] = Plane(x1, x2, points, list(features) if features else None, lesson)
+    return _PLANES[job]
+
+
+def _read_points(path: Path, dataset) -> pd.DataFrame:
+    """data.csv's x1, x2, label and split, checked; without a data.csv (a job dir older than
+    it), the points make_split draws from the job's dataset config."""
+    if not os.path.lexists(path):
+        split = make_split(dataset)
+        at = np.arange(len(split.y))
+        return pd.DataFrame(
+            {
+                "x1": split.points[:, 0].numpy(),
+                "x2": split.points[:, 1].numpy(),
+                "label": split.y.numpy(),
+                "split": np.where(at < split.n_train, "train", "test"),
+            }
+        )
+    try:
+        if path.stat().st_size > MAX_DATA_BYTES:
+            raise ValueError(f"more than the {MAX_DATA_BYTES // 2**20} MiB a job writes")
+        points = pd.read_csv(path, usecols=DATA_COLUMNS, dtype={"split": str})
+        values = points[["x1", "x2", "label"]].to_numpy(dtype=float)
+        if points.empty or not np.isfinite(values).all():
+            raise ValueError("no points, or a coordinate that is not a finite number")
+        if not (points.label.isin([0, 1]).all() and points.split.isin(["train", "test"]).all()):
+            raise ValueError("a label not 0 or 1, or a split not train or test")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ResultsError(
+            f"{path} is not the points a job wrote ({one_line(error, 160)}); "
+            "move it aside to draw the points from the job's config"
+        ) from None
+    return points
 
 
 def outputs_on_grid(job: str, which: str, seeds: list[int]) -> dict[int, np.ndarray]:
-    """seed -> the net's output h over the plane [len(GRID_SIDE)]^2, for these replicas of the
-    job in one forward pass (the batched parameters sliced to them: memory grows with the
-    replicas drawn, not with the job's)."""
+    """seed -> the net's output h over the job's plane [GRID_POINTS]^2 (job_plane; the grid's
+    points through the job's features), for these replicas of the job in one forward pass (the
+    batched parameters sliced to them: memory grows with the replicas drawn, not with the
+    job's)."""
     model, all_seeds = _load_model(job, which)
+    plane = job_plane(job)
     at = torch.tensor([all_seeds.index(seed) for seed in seeds])
-    grid = torch.tensor(
-        np.stack(np.meshgrid(GRID_SIDE, GRID_SIDE), axis=-1).reshape(-1, 2), dtype=torch.float32
-    )
+    grid = torch.tensor(np.stack(np.meshgrid(plane.x1, plane.x2), axis=-1).reshape(-1, 2))
+    inputs = featurize(grid, plane.features).float()
     params = {name: p[at] for name, p in model.named_parameters()}
     with torch.no_grad():
-        logits = torch.func.functional_call(model, params, (grid.expand(len(seeds), -1, -1),))
+        logits = torch.func.functional_call(model, params, (inputs.expand(len(seeds), -1, -1),))
     h = torch.sigmoid(logits[..., 0]).numpy()
-    side = len(GRID_SIDE)
-    return {seed: h[r].reshape(side, side) for r, seed in enumerate(seeds)}
+    return {seed: h[r].reshape(len(plane.x2), len(plane.x1)) for r, seed in enumerate(seeds)}
 
 
 def _load_model(job: str, which: str):
@@ -616,8 +769,11 @@ def _decision_boundary_figures(results: Results, initial: bool) -> dict:
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         name = "decision_boundary" if len(results.groups) == 1 else _figure_name(group, figures)
+        plane = job_plane(panels[0][0])
+        inputs = ", ".join(plane.features or ["x1", "x2"])
         figure.suptitle(
-            f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0",
+            f"{group}: h(x1, x2) from blue (0) to yellow (1); points: white y = 1, black y = 0"
+            + ("" if plane.lesson else f"; dots train, crosses test\nnet inputs: {inputs}"),
             fontsize="small",
         )
         figures[name] = figure
@@ -758,9 +914,11 @@ def write_report(
 def draw_figures(results: Results, initial: bool = False) -> dict:
     """name -> Figure, every plot of the report (nothing is written)."""
     figures = {}
+    tested = any(curves.test_accuracy is not None for curves in results.curves.values())
     for name, draw in [
         ("cost", plot_cost),
         ("accuracy", plot_accuracy),
+        *[("test_accuracy", plot_test_accuracy)] * tested,
         ("grad_profile", plot_grad_profile),
         ("outcomes", plot_outcomes),
         ("stuck_units", plot_stuck_units),
@@ -792,19 +950,20 @@ def draw_figures(results: Results, initial: bool = False) -> dict:
         plot_solved_rate(results, ax=ax)
     for figure in figures.values():
         figure.suptitle(results.title, fontsize="small")
-    if {_inputs(c) for c in results.configs} == {2}:
+    if {_dims(c) for c in results.configs} == {2}:
         figures.update(_decision_boundary_figures(results, initial))
     else:
-        log.info("decision_boundary: drawn only for 2-input datasets; skipped")
+        log.info("decision_boundary: drawn only for 2-D datasets; skipped")
     return figures
 
 
-def _inputs(config: dict) -> int | None:
-    """Inputs of a job's dataset; None when its config does not name one
-    (results checked the name)."""
+def _dims(config: dict) -> int | None:
+    """Coordinates of a job's points (before features); None when its config does not name a
+    dataset (results checked the name)."""
     if config.get("dataset.name") is None:
         return None
-    return dataset_shape(dataset_config(config))[1]
+    dataset = DATASETS.get(config["dataset.name"])
+    return dataset.dims(OmegaConf.create({"bits": config.get("dataset.bits")}))
 
 
 def summary_markdown(results: Results) -> str:
@@ -866,10 +1025,14 @@ CAPTIONS = {
         "A band that splits means some replicas solve XOR and others stay on a plateau."
     ),
     "accuracy": (
-        "Solid: the fraction of replicas solved "
-        f"(accuracy 1 and cost < {SOLVED_COST:g}) at each step; "
-        "dashed: mean accuracy. "
-        "A solved fraction that stops rising means the rest are stuck, not slow."
+        "Solid: the fraction of replicas solved at each step, by the dataset's rule "
+        f"(xor, parity: accuracy 1 and cost < {SOLVED_COST:g}; the Playground's sets: test "
+        "accuracy at least dataset.solved_accuracy); dashed: mean accuracy on the training "
+        "points. A solved fraction that stops rising means the rest are stuck, not slow."
+    ),
+    "test_accuracy": (
+        "Mean accuracy over replicas on the held-out points (solid) and on the training points "
+        "(dashed), for jobs with a test split. A gap that opens is overfitting."
     ),
     "grad_norms": (
         "Median gradient norm of each Linear layer vs step, "
@@ -883,8 +1046,9 @@ CAPTIONS = {
     "outcomes": (
         "Final cost of every replica, colored by why it is unsolved "
         f"({', '.join(CAUSES)}). "
-        "Gray lines: the costs of collapsed nets, "
-        f"ln 2, {PLATEAU_COSTS[1]:.3f} and {PLATEAU_COSTS[2]:.3f}."
+        "Gray lines: the costs of collapsed nets: for XOR's 4 points "
+        f"ln 2, {PLATEAU_COSTS[1]:.3f} and {PLATEAU_COSTS[2]:.3f}; for other datasets the best "
+        "constant output's, the entropy of the training labels."
     ),
     "stuck_units": (
         "Mean fraction of stuck units per hidden layer "
@@ -902,7 +1066,8 @@ CAPTIONS = {
     "decision_boundary": (
         f"The net's output h over the plane for up to {MAX_BOUNDARIES} replicas "
         "(blue 0 to yellow 1), "
-        "the XOR points on top (white y = 1, black y = 0). "
+        "the data's points on top (white y = 1, black y = 0; dots train, crosses test), "
+        "over the range of the points (XOR: [-0.5, 1.5]^2). "
         "A solved net separates the white points from the black; "
         "a dead or vanished one is one flat color."
     ),
@@ -944,7 +1109,9 @@ figcaption{{color:#555;max-width:900px}}</style>
 group(s) from {len(results.jobs)} job(s).</p>
 <h2>Summary</h2>
 {table}
-<p>Solved: accuracy 1 and cost &lt; {SOLVED_COST:g} at the last step; interval: Wilson 95%. \
+<p>Solved, at the last step, by the dataset's rule: xor and parity accuracy 1 and cost \
+&lt; {SOLVED_COST:g}; the Playground's sets test accuracy at least dataset.solved_accuracy \
+(0.9 by default); interval: Wilson 95%. Accuracies: median [IQR], mean. \
 Causes (README, Failure diagnosis): {", ".join(CAUSES)}.</p>
 {_not_completed_html(results)}{"".join(sections)}
 </body></html>

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from xorrelu.activations import ACTIVATIONS
-from xorrelu.config import upgrade
-from xorrelu.data import DATASETS
+from xorrelu.config import ConfigError, check_dataset, upgrade
+from xorrelu.data import DATASETS, make_split
 from xorrelu.init import INITIALIZERS
 from xorrelu.jobdir import (
     MAX_WHOLE,
@@ -39,12 +40,14 @@ from xorrelu.jobdir import (
     short,
 )
 from xorrelu.metrics import curves_steps
-from xorrelu.outcomes import Outcomes
+from xorrelu.outcomes import LESSON, PLATEAU_COSTS, Outcomes, Rule, judging
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["step", "seed", "cost", "accuracy", "grad_norm_1"]
-OPTIONAL_COLUMNS = ["penalty"]  # a regularized run's (xorrelu.metrics.columns)
+# a job with a test split's, a regularized run's (xorrelu.metrics.columns)
+OPTIONAL_COLUMNS = ["test_cost", "test_accuracy", "penalty"]
+TEST_COLUMNS = ("test_cost", "test_accuracy")  # a job with a test split's held-out metrics
 PER_LAYER = re.compile(
     r"(grad_norm|stuck_frac)_[1-9][0-9]{0,3}"
 )  # the only other metrics.csv columns the plotter reads
@@ -69,6 +72,17 @@ class ResultsError(Exception):
     """Input the plotter cannot use; the message is meant for the user as is."""
 
 
+@dataclass(frozen=True)
+class Judging:
+    """How a job's replicas are judged outside training, as training judged them: its dataset's
+    config (checked; None when its config names no dataset: the lesson's xor), its rule for
+    solved and its plateau costs (xorrelu.outcomes.judging)."""
+
+    dataset: DictConfig | None = None
+    rule: Rule = LESSON
+    plateaus: tuple[float, ...] = PLATEAU_COSTS
+
+
 @dataclass
 class Job:
     path: Path
@@ -78,6 +92,7 @@ class Job:
     error: str | None = None  # summary.json's error, for a failed or interrupted job
     replicas: list | None = None  # summary.json's outcome per replica, for a completed job
     reduced: object = None  # what scan_jobs' `reduce` made of the metrics
+    judging: Judging = Judging()  # its dataset, rule for solved and plateaus
 
 
 @dataclass
@@ -194,6 +209,8 @@ _RANGES = {
     "seed": (lambda v: v.between(0, MAX_WHOLE) & (v == v.round()), "a whole number >= 0"),
     "cost": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "accuracy": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
+    "test_cost": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
+    "test_accuracy": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
     "penalty": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "grad_norm_": (lambda v: v.isna() | (v >= 0), "a number >= 0, inf or NaN"),
     "stuck_frac_": (lambda v: v.isna() | v.between(0, 1), "a number from 0 to 1, or NaN"),
@@ -242,19 +259,11 @@ def unusable(error: JobDirError) -> ResultsError:
     return ResultsError(error.words(WORDS) if isinstance(error, Problem) else str(error))
 
 
-def flat_config(job_dir: Path, summary: dict | None = None) -> dict:
-    """The job's config (jobdir.read_config: summary.json's, else .hydra/config.yaml's; `summary`
-    when the caller has read it), flattened to dotted keys and checked for plotting."""
-    try:
-        return flatten_config(*read_config(job_dir, summary))
-    except JobDirError as error:
-        raise unusable(error) from None
-
-
 def flatten_config(config: dict, source: Path) -> dict:
     """{"activation": {"name": "relu"}} -> {"activation.name": "relu"}; every value must be one
-    number, text, true/false or null, or a list of names (dataset.features: "[x1,x2]"); they
-    become group labels and table cells."""
+    number, text, true/false or null (they become group labels and table cells), but for
+    dataset.features, a list of names, which becomes one text as an override writes it:
+    [x1_sq,x2_sq]."""
     flat: dict = {}
     pending = [("", config)]  # a loop, not recursion: the nesting depth is the file's to choose
     while pending:
@@ -263,10 +272,10 @@ def flatten_config(config: dict, source: Path) -> dict:
             name = f"{prefix}{key}"
             if isinstance(value, dict):
                 pending.append((f"{name}.", value))
+            elif name == "dataset.features" and _names(value):
+                flat[name] = "[" + ",".join(value) + "]"
             elif value is None or isinstance(value, (str, int, float, bool)):
                 flat[name] = value
-            elif isinstance(value, list) and all(type(v) is str for v in value):
-                flat[name] = f"[{','.join(value)}]"  # dataset.features, as an override writes it
             else:
                 raise ResultsError(
                     f"{source}: config key {name} holds {json_type(value)}, not a single value"
@@ -289,17 +298,29 @@ def flatten_config(config: dict, source: Path) -> dict:
     return flat
 
 
-def dataset_config(flat: dict) -> DictConfig:
-    """A job's dataset config from its flat config (features back to a list of names)."""
-    dataset = {
-        key.removeprefix("dataset."): value
-        for key, value in flat.items()
-        if key.startswith("dataset.")
-    }
-    features = dataset.get("features")
-    if isinstance(features, str):
-        dataset["features"] = features.strip("[]").split(",")
-    return OmegaConf.create(upgrade({"dataset": dataset})["dataset"])
+def _names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def job_judging(dataset, source: Path) -> Judging:
+    """A job's Judging from its (nested) dataset config: checked as training checks it
+    (xorrelu.config.check_dataset), its training labels rebuilt (xorrelu.data.make_split) for
+    the plateau at their entropy. ResultsError (one line) for a dataset config training would
+    have refused."""
+    if not isinstance(dataset, dict) or dataset.get("name") is None:
+        return Judging()
+    try:
+        cfg = OmegaConf.create({"dataset": dataset})
+        check_dataset(cfg)
+        rule, plateaus = judging(cfg.dataset, make_split(cfg.dataset).y_train)
+    except ConfigError as error:
+        raise ResultsError(f"{source}: {one_line(error)}") from None
+    except (OmegaConfBaseException, TypeError, ValueError, AttributeError, KeyError) as error:
+        raise ResultsError(
+            f"{source}: the dataset config {short(dataset)} is not one xorrelu trains on "
+            f"({one_line(error, 120)})"
+        ) from None
+    return Judging(cfg.dataset, rule, plateaus)
 
 
 def read_curves(job_dir: Path, summary: dict) -> pd.DataFrame | None:
@@ -340,7 +361,12 @@ def read_job(job_dir: Path, curves: bool = False) -> Job:
         metrics = read_curves(job_dir, summary) if curves and status == "completed" else None
         if metrics is None:
             metrics = read_metrics(job_dir / "metrics.csv")
-        config = flat_config(job_dir, summary)
+        try:
+            nested, source = read_config(job_dir, summary)
+        except JobDirError as error:
+            raise unusable(error) from None
+        config = flatten_config(nested, source)
+        judged = job_judging(nested.get("dataset"), source)
     except ResultsError as problem:
         if status in ("running", "interrupted", "failed"):  # say what the job itself reported
             raise ResultsError(
@@ -348,7 +374,7 @@ def read_job(job_dir: Path, curves: bool = False) -> Job:
             ) from None
         raise
     replicas = summary.get("replicas") if status == "completed" else None
-    return Job(job_dir, config, metrics, status, error, replicas)
+    return Job(job_dir, config, metrics, status, error, replicas, judging=judged)
 
 
 def scan_jobs(
@@ -471,21 +497,35 @@ def load(*paths: str | Path) -> pd.DataFrame:
     return pd.concat([_with_keys(j.metrics, j, keys) for j in jobs], ignore_index=True)
 
 
-def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.DataFrame:
-    """One row per replica of one job's metrics: last_step, final_cost, final_accuracy,
-    diverged, solved, first_step_solved (NaN when unsolved) and cause (None when solved), by
-    the same outcome tracker the training job uses (xorrelu.outcomes). `run_steps`: the steps
-    the run was set to (for the cause "slow"; default: its last logged step). A last step that
-    lacks some replica's row (a cut-off file) is left out; any other missing row counts as NaN."""
+def replica_outcomes(
+    metrics: pd.DataFrame,
+    run_steps: int | None = None,
+    rule: Rule = LESSON,
+    plateaus: tuple[float, ...] = PLATEAU_COSTS,
+) -> pd.DataFrame:
+    """One row per replica of one job's metrics: last_step, final_cost, final_accuracy (and
+    final_test_cost, final_test_accuracy with a test split), diverged, solved,
+    first_step_solved (NaN when unsolved) and cause (None when solved), by the same outcome
+    tracker the training job uses (xorrelu.outcomes), with the job's `rule` and `plateaus`
+    (Judging); solved is judged on the test columns when there are some, as training judges
+    it. `run_steps`: the steps the run was set to (for the cause "slow"; default: its last
+    logged step). A last step that lacks some replica's row (a cut-off file) is left out; any
+    other missing row counts as NaN."""
     counts = metrics.groupby("step").size()
     seeds = np.sort(metrics.seed.unique())
     if counts.iloc[-1] < len(seeds) and len(counts) > 1:
         metrics = metrics[metrics.step < counts.index[-1]]
     wide = metrics.pivot(index="step", columns="seed").reindex(columns=seeds, level=1)
     steps = [int(step) for step in wide.index]
-    outcomes = Outcomes(len(seeds), run_steps if run_steps is not None else steps[-1])
+    outcomes = Outcomes(
+        len(seeds),
+        run_steps if run_steps is not None else steps[-1],
+        rule=rule,
+        plateaus=plateaus,
+    )
     rows = _named_metrics(wide)  # as metrics.csv keeps them: blank from where they diverged
-    outcomes.update(steps, rows["cost"], rows["accuracy"])
+    held_out = (rows["test_cost"], rows["test_accuracy"]) if "test_cost" in rows else None
+    outcomes.update(steps, rows["cost"], rows["accuracy"], held_out)
     outcomes.see_rows(steps, rows)
     causes = outcomes.causes()
     first = outcomes.first_step_solved.numpy()
@@ -495,6 +535,7 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
             "last_step": steps[-1],
             "final_cost": rows["cost"][-1].numpy(),
             "final_accuracy": rows["accuracy"][-1].numpy(),
+            **{f"final_{name}": rows[name][-1].numpy() for name in TEST_COLUMNS if name in rows},
             "diverged": outcomes.diverged.numpy(),
             "solved": first >= 0,
             "first_step_solved": np.where(first >= 0, first, np.nan),
@@ -505,7 +546,8 @@ def replica_outcomes(metrics: pd.DataFrame, run_steps: int | None = None) -> pd.
 
 def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
     """A [step x (column, seed)] frame as the engines name metrics (xorrelu.metrics): cost and
-    accuracy [steps, replicas], grad_norm and stuck_frac [steps, layers, replicas]."""
+    accuracy (and test_cost, test_accuracy when logged) [steps, replicas], grad_norm and
+    stuck_frac [steps, layers, replicas]."""
 
     def values(column: str) -> torch.Tensor:
         return torch.from_numpy(np.array(wide[column], dtype=np.float32))  # a writable copy
@@ -521,9 +563,11 @@ def _named_metrics(wide: pd.DataFrame) -> dict[str, torch.Tensor]:
     grad_norm = layers("grad_norm_")
     if grad_norm.shape[1] == 0:  # not logged: the gradient ratio at step 0 is unknown
         grad_norm = torch.full_like(values("cost")[:, None], float("nan"))
+    logged = wide.columns.get_level_values(0)
     return {
         "cost": values("cost"),
         "accuracy": values("accuracy"),
+        **{name: values(name) for name in TEST_COLUMNS if name in logged},
         "grad_norm": grad_norm,
         "stuck_frac": layers("stuck_frac_"),
     }
@@ -544,9 +588,16 @@ def job_outcomes(job: Job) -> pd.DataFrame:
     seeds = np.sort(job.metrics.seed.unique())
     if job.replicas and sorted(r["seed"] for r in job.replicas) == seeds.tolist():
         table = pd.DataFrame(job.replicas).sort_values("seed", ignore_index=True)
+        numbers = ["final_cost", "final_accuracy", "first_step_solved"]
+        numbers += [f"final_{name}" for name in TEST_COLUMNS if f"final_{name}" in table]
         table = table.drop(columns="hypothesis", errors="ignore").astype(
-            {"final_cost": float, "final_accuracy": float, "first_step_solved": float}
+            dict.fromkeys(numbers, float)
         )
         return table.assign(last_step=int(job.metrics.step.max()))
     steps = job.config.get("steps")
-    return replica_outcomes(job.metrics, steps if is_int(steps, 1, MAX_WHOLE) else None)
+    return replica_outcomes(
+        job.metrics,
+        steps if is_int(steps, 1, MAX_WHOLE) else None,
+        job.judging.rule,
+        job.judging.plateaus,
+    )

@@ -20,7 +20,10 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
 
 def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per group of replicas: solved rate with a Wilson 95% interval, median final cost
-    with its IQR (diverged replicas left out and counted apart), and steps to solve."""
+    with its IQR (diverged replicas left out and counted apart), and steps to solve. When some
+    replicas have a test split (final_test_accuracy), also the final accuracy on the training
+    and on the held-out points: median, IQR and mean (NaN for a group without a test split)."""
+    tested = "final_test_accuracy" in replicas
     rows = []
     for values, group in (
         replicas.groupby(keys, sort=False, dropna=False) if keys else [((), replicas)]
@@ -47,9 +50,33 @@ def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "unsolved": n - solved,
                 "steps": int(group.last_step.max()),
                 **{f"cause_{cause}": int((group.cause == cause).sum()) for cause in CAUSES},
+                **(_accuracy(group, "final_accuracy") if tested else {}),
+                **(_accuracy(group, "final_test_accuracy") if tested else {}),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _accuracy(group: pd.DataFrame, column: str) -> dict:
+    """median_<column>, <column>_q25, <column>_q75 and mean_<column> over the replicas that have
+    a value (not diverged; NaN for none)."""
+    values = group[column][~group.diverged].dropna()
+    q25, median, q75 = np.percentile(values, [25, 50, 75]) if len(values) else (np.nan,) * 3
+    return {
+        f"median_{column}": median,
+        f"{column}_q25": q25,
+        f"{column}_q75": q75,
+        f"mean_{column}": values.mean() if len(values) else np.nan,
+    }
+
+
+def _accuracy_cell(row: dict, column: str) -> str:
+    if np.isnan(row[f"median_{column}"]):
+        return "-"
+    return (
+        f"{row[f'median_{column}']:.3g} [{row[f'{column}_q25']:.3g}, {row[f'{column}_q75']:.3g}], "
+        f"mean {row[f'mean_{column}']:.3g}"
+    )
 
 
 TABLE_HEADER = [
@@ -63,7 +90,10 @@ TABLE_HEADER = [
 
 
 def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
-    """The group table as a person reads it: header and formatted rows (summary.md, report.html)."""
+    """The group table as a person reads it: header and formatted rows (summary.md, report.html);
+    with a test split, train and test accuracy side by side after the cost."""
+    tested = "median_final_test_accuracy" in summary
+    accuracies = ["final_accuracy", "final_test_accuracy"] if tested else []
     rows = []
     for row in summary.to_dict("records"):
         solved = (
@@ -88,12 +118,16 @@ def table_rows(summary: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
                 str(row["replicas"]),
                 solved,
                 cost,
+                *(_accuracy_cell(row, column) for column in accuracies),
                 str(row["diverged"]),
                 steps,
                 causes,
             ]
         )
-    return [*keys, *TABLE_HEADER], rows
+    header = list(TABLE_HEADER)
+    if tested:
+        header[3:3] = ["train accuracy: median [IQR], mean", "test accuracy: median [IQR], mean"]
+    return [*keys, *header], rows
 
 
 def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
