@@ -1,8 +1,8 @@
 """Every sweep preset at full size, as a user runs it: wall time, peak memory of every process,
 disk, rows, compile time and per-job overhead; written into benchmarks/presets.md.
 
-    python benchmarks/presets.py                        # the five lesson presets, into outputs/presets/
-    python benchmarks/presets.py --playground           # the five Playground presets -> playground_presets.md
+    python benchmarks/presets.py                # the five lesson presets, into outputs/presets/
+    python benchmarks/presets.py --playground   # the Playground ones -> playground_presets.md
     python benchmarks/presets.py --presets lab10,activations --dir /tmp/p --no-record
 
 Each preset runs as `python -m xorrelu experiment=NAME [extra] --multirun` in a fresh sweep dir
