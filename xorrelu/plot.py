@@ -178,8 +178,8 @@ def collect(paths: list[str | Path]) -> Results:
     columns = [column_name(k) for k in keys]
     replicas, members = [], {}
     for job in jobs:
-        label = ", ".join(f"{column_name(k)}={job.config.get(k)}" for k in keys) or "all"
-        values = {column_name(k): job.config.get(k) for k in keys}
+        values = {column_name(k): _shown(job.config.get(k)) for k in keys}
+        label = ", ".join(f"{column}={value}" for column, value in values.items()) or "all"
         replicas.append(job.reduced.outcomes.assign(job=str(job.path), group=label, **values))
         members.setdefault(label, []).append(job.reduced)
     replicas = pd.concat(replicas, ignore_index=True)
@@ -827,6 +827,12 @@ def plot_success_heatmap(results: Results, ax=None):
     ax.set(xlabel=cols, ylabel=rows, title=title)
     ax.figure.colorbar(image, ax=ax, label="fraction of replicas solved")
     return ax
+
+
+def _shown(value):
+    """A config value as a group label and table cell: null as Hydra writes it (a column of
+    numbers and nulls would otherwise turn into floats and NaN)."""
+    return "null" if value is None else value
 
 
 def numeric_key(results: Results) -> str | None:
