@@ -60,6 +60,24 @@ PRESET_DOCS = {
     "depth": (None, ["success_heatmap", "solved_rate"]),
     "width": (None, ["solved_rate"]),
     "init": (None, ["success_heatmap"]),
+    # the Playground's demonstrations (issue #13): a table in the README each
+    "circle_features": (
+        "circle_features",
+        [
+            "decision_boundary_dataset.features_x1_x2",
+            "decision_boundary_dataset.features_x1_sq_x2_sq",
+        ],
+    ),
+    "spiral_features": (
+        "spiral_features",
+        [
+            "decision_boundary_dataset.features_x1_x2",
+            "decision_boundary_dataset.features_x1_x2_sin_x1_sin_x2",
+        ],
+    ),
+    "noise": ("noise", ["test_accuracy", "solved_rate"]),
+    "batch": ("batch", ["test_accuracy"]),
+    "l2_overfit": ("l2_overfit", ["test_accuracy", "solved_rate"]),
 }
 
 # docs/causes.png: runs to take one replica of each cause from (overrides, causes it has)
