@@ -331,10 +331,6 @@ def _check_ranges(cfg: DictConfig) -> None:
     _check(cfg, "dataset.bits", lambda v: 1 <= v <= 16, "an integer from 1 to 16")
     check_dataset(cfg)
     _check(cfg, "batch_size", lambda v: v >= 1, "an integer >= 1, or null for the full batch")
-    if cfg.batch_size is not None and EngineName(cfg.engine) is EngineName.fused:
-        raise ConfigError(
-            "engine", "fused", "mini-batches (batch_size) run on engine=autograd or auto"
-        )
 
 
 def check_dataset(cfg: DictConfig) -> None:

@@ -52,8 +52,8 @@ class Engine(Protocol):
 def fused_runs(cfg) -> bool:
     """The fused engine runs elementwise activations without learned parameters (not prelu,
     not maxout; `Activation.fused`), with every optimizer (each writes out its update), on the
-    full batch (mini-batches run on autograd)."""
-    return ACTIVATIONS.get(cfg.activation.name).fused and cfg.get("batch_size") is None
+    full batch or mini-batches."""
+    return ACTIVATIONS.get(cfg.activation.name).fused
 
 
 def make_engine(

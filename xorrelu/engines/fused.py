@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from xorrelu.activations import ACTIVATIONS
+from xorrelu.data import Batches
 from xorrelu.model import linear_layers
 from xorrelu.optimizers import OPTIMIZERS
 from xorrelu.outcomes import STUCK_SLOPE
@@ -72,6 +73,12 @@ class FusedEngine:
         self.padded = (
             max(replicas, COMPILED_MIN_REPLICAS) if compile else -(-replicas // multiple) * multiple
         )
+        # mini-batches: each replica's own points, [batch, inputs, padded] (xorrelu.data.Batches)
+        self.batches = None
+        if cfg.get("batch_size") is not None and cfg.batch_size < len(y):
+            seeds = list(range(cfg.seed, cfg.seed + replicas))
+            self.batches = Batches(seeds, len(y), cfg.batch_size, x.device)
+        self.points = (x, y)
         # [replicas, in, out] -> [in, out, padded]; bias [replicas, 1, out] -> [out, padded].
         # Copies, never views of the parameters: plain tensors, as the clones of the final
         # measurement are, so that one compiled graph fits both.
@@ -96,20 +103,31 @@ class FusedEngine:
             return metrics
         return {k: v[..., : self.replicas] for k, v in metrics.items()}
 
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The points of the next update (number t), per replica: x [batch, inputs, padded],
+        y [batch, padded]; the padding replicas take the first points. None: the full batch."""
+        if self.batches is None:
+            return None
+        at = self.batches.indices(int(self.t.item()))  # [replicas, batch]
+        at = torch.cat([at, at.new_zeros(self.padded - self.replicas, at.shape[1])])
+        x, y = self.points
+        return x[at].permute(1, 2, 0).contiguous(), y[at].T.contiguous()
+
     def _measure(self, update: bool) -> dict[str, torch.Tensor]:
+        batch = self._batch()
         if update:
             # outside the compiled step: compiled code may drop in-place writes to a 0-d input
             self.t += 1
-            return self._update_step(self.weights, self.biases, self.state, self.t, True)
+            return self._update_step(self.weights, self.biases, self.state, self.t, True, batch)
         if not self.compiled:
-            return self._step(self.weights, self.biases, self.state, self.t, False)
+            return self._step(self.weights, self.biases, self.state, self.t, False, batch)
         # The final measurement (no update) of a compiled run: the compiled step on copies,
         # its update thrown away. The last row then has the arithmetic of all the others
         # (eager kernels round exp and log differently, and lay out their vector lanes by
         # the batch size), and no second graph is compiled for update=False.
         weights, biases = ([p.clone() for p in ps] for ps in (self.weights, self.biases))
         state = [s.clone() for s in self.state]
-        return self._update_step(weights, biases, state, self.t + 1, True)
+        return self._update_step(weights, biases, state, self.t + 1, True, batch)
 
     def state_dict(self) -> dict:
         """The optimizer state of the real replicas (the checkpoint's layout has no padding)."""
@@ -135,8 +153,10 @@ class FusedEngine:
         padded[..., : self.replicas] = parameter
         return padded
 
-    def _step(self, weights, biases, state, t, update: bool) -> dict[str, torch.Tensor]:
+    def _step(self, weights, biases, state, t, update: bool, batch=None) -> dict[str, torch.Tensor]:
         """Forward, backward, metrics and (if `update`) the update, for all replicas at once.
+        With `batch` (mini-batches: each replica's points), cost, accuracy and stuck units are
+        measured on every training point and the gradient is of the batch's points.
 
         Sums over units (width and inputs are small) are written out term by term over slices
         [points, ..., replicas]: elementwise adds, the same for every replica in any batch.
@@ -147,14 +167,32 @@ class FusedEngine:
         """
         logits, inputs, pre_activations = self._forward(self.x, weights, biases)
         cost, accuracy, hypothesis = _cost_accuracy(logits, self.y)
+        slopes = [
+            self.activation.slope(self.activation_cfg, z, None).expand_as(z)
+            for z in pre_activations
+        ]
+        # [units, replicas]: 1 where stuck at every point (a min over points, exact in any
+        # order; compiled, cheaper than all(), which inductor runs as ~any(~x))
+        stuck = []
+        for slope in slopes:
+            flat = (slope.abs() < STUCK_SLOPE * self.peak).to(logits.dtype).amin(0)
+            stuck.append(_sum(flat) / flat.shape[0])
+        y = self.y
+        if batch is not None:  # the gradient is of the batch's points
+            x, y = batch
+            logits, inputs, pre_activations = self._forward(x, weights, biases)
+            hypothesis = torch.sigmoid(logits)
+            slopes = [
+                self.activation.slope(self.activation_cfg, z, None).expand_as(z)
+                for z in pre_activations
+            ]
 
         # backward: d cost / d logits = (h - y) / points, then layer by layer to the input
-        dz = ((hypothesis - self.y) / self.x.shape[0]).unsqueeze(1)  # [points, 1, replicas]
-        grads_w, grads_b, norms, stuck = (
+        dz = ((hypothesis - y) / inputs[0].shape[0]).unsqueeze(1)  # [points, 1, replicas]
+        grads_w, grads_b, norms = (
             [None] * len(weights),
             [None] * len(weights),
             [None] * len(weights),
-            [],
         )
         for i in reversed(range(len(weights))):
             a = inputs[i]
@@ -167,16 +205,9 @@ class FusedEngine:
             squares = _sum(_sum(grads_w[i].square())) + _sum(grads_b[i].square())
             norms[i] = squares.sqrt()
             if i > 0:
-                slope = self.activation.slope(
-                    self.activation_cfg, pre_activations[i - 1], None
-                ).expand_as(pre_activations[i - 1])
-                # [units, replicas]: 1 where stuck at every point (a min over points, exact in
-                # any order; compiled, cheaper than all(), which inductor runs as ~any(~x))
-                flat = (slope.abs() < STUCK_SLOPE * self.peak).to(logits.dtype).amin(0)
-                stuck.append(_sum(flat) / flat.shape[0])
                 w = weights[i]
                 dz = (
-                    _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slope
+                    _sum(dz[:, k : k + 1] * w[:, k] for k in range(w.shape[1])) * slopes[i - 1]
                 )  # [points, in, replicas]
 
         metrics = {"cost": cost, "accuracy": accuracy}
@@ -192,7 +223,7 @@ class FusedEngine:
         if update:
             self._update(weights + biases, grads_w + grads_b, state, t)
         metrics["grad_norm"] = torch.stack(norms)
-        metrics["stuck_frac"] = torch.stack(stuck[::-1])
+        metrics["stuck_frac"] = torch.stack(stuck)
         return metrics
 
     def _forward(self, x, weights, biases):
