@@ -531,3 +531,16 @@ def test_plateau_of_unbalanced_labels_is_their_entropy():
     )
     assert outcomes.causes() == ["plateau", "other"]
     assert label_entropy(split.y_train) == pytest.approx(plateaus[0])
+
+
+def test_load_points_reads_data_csv_and_rebuilds_it_for_an_older_dir(train_run):
+    """xorrelu.load_points gives a job's points with their split, from data.csv; a job dir
+    from before data.csv gets the same points drawn again from its config."""
+    import xorrelu
+
+    *_, job = train_run("dataset=gauss", "dataset.points=60", "steps=2", "replicas=2", *TINY)
+    points = xorrelu.load_points(job)
+    assert list(points.columns) == ["x1", "x2", "label", "split"]
+    assert (points.split == "train").sum() == 30 and (points.split == "test").sum() == 30
+    (job / "data.csv").rename(job / "data.csv.aside")
+    pd.testing.assert_frame_equal(xorrelu.load_points(job), points, check_exact=True)

@@ -46,7 +46,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from xorrelu.data import DATASETS, dataset_shape, featurize, make_split  # noqa: E402
+from xorrelu.data import DATASETS, dataset_shape, featurize  # noqa: E402
 from xorrelu.files import write_atomic  # noqa: E402
 from xorrelu.jobdir import (  # noqa: E402
     JobDirError,
@@ -68,6 +68,7 @@ from xorrelu.results import (  # noqa: E402
     fixed_description,
     job_judging,
     job_outcomes,
+    read_points,
     unusable,
     usable_jobs,
     varying_keys,
@@ -568,8 +569,6 @@ _PLANES: dict = {}
 GRID_SIDE = np.linspace(-0.5, 1.5, 81)  # the lesson's XOR plane, each axis
 GRID_POINTS = len(GRID_SIDE)  # grid points per axis on any plane
 MARGIN = 0.1  # of the points' span, on each side of the plane
-MAX_DATA_BYTES = 256 * 2**20  # data.csv of the largest dataset (10**6 points) is ~50 MiB
-DATA_COLUMNS = ["x1", "x2", "label", "split"]
 
 
 @dataclass
@@ -600,7 +599,7 @@ def job_plane(job: str) -> Plane:
             raise unusable(error) from None
         dataset = job_judging(config.get("dataset"), source).dataset
         dataset = dataset if dataset is not None else OmegaConf.create({"name": "xor"})
-        points = _read_points(Path(job) / "data.csv", dataset)
+        points = read_points(Path(job) / "data.csv", dataset, ["x1", "x2"])
         lesson = dataset.name == "xor"
         if lesson:
             x1 = x2 = GRID_SIDE
@@ -612,37 +611,6 @@ def job_plane(job: str) -> Plane:
         features = dataset.get("features")
         _PLANES[job] = Plane(x1, x2, points, list(features) if features else None, lesson)
     return _PLANES[job]
-
-
-def _read_points(path: Path, dataset) -> pd.DataFrame:
-    """data.csv's x1, x2, label and split, checked; without a data.csv (a job dir older than
-    it), the points make_split draws from the job's dataset config."""
-    if not os.path.lexists(path):
-        split = make_split(dataset)
-        at = np.arange(len(split.y))
-        return pd.DataFrame(
-            {
-                "x1": split.points[:, 0].numpy(),
-                "x2": split.points[:, 1].numpy(),
-                "label": split.y.numpy(),
-                "split": np.where(at < split.n_train, "train", "test"),
-            }
-        )
-    try:
-        if path.stat().st_size > MAX_DATA_BYTES:
-            raise ValueError(f"more than the {MAX_DATA_BYTES // 2**20} MiB a job writes")
-        points = pd.read_csv(path, usecols=DATA_COLUMNS, dtype={"split": str})
-        values = points[["x1", "x2", "label"]].to_numpy(dtype=float)
-        if points.empty or not np.isfinite(values).all():
-            raise ValueError("no points, or a coordinate that is not a finite number")
-        if not (points.label.isin([0, 1]).all() and points.split.isin(["train", "test"]).all()):
-            raise ValueError("a label not 0 or 1, or a split not train or test")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise ResultsError(
-            f"{path} is not the points a job wrote ({one_line(error, 160)}); "
-            "move it aside to draw the points from the job's config"
-        ) from None
-    return points
 
 
 def outputs_on_grid(job: str, which: str, seeds: list[int]) -> dict[int, np.ndarray]:

@@ -488,6 +488,59 @@ def _with_keys(frame: pd.DataFrame, job: Job, keys: list[str]) -> pd.DataFrame:
     return frame
 
 
+MAX_DATA_BYTES = 256 * 2**20  # data.csv of the largest dataset (10**6 points) is ~50 MiB
+
+
+def read_points(path: Path, dataset, coordinates: list[str] | None = None) -> pd.DataFrame:
+    """A job's data.csv (x1, x2, ..., label, split; only `coordinates` of the x columns when
+    given), checked; without a data.csv (a job dir older than it), the points make_split draws
+    from the job's dataset config, in the same columns."""
+    if not os.path.lexists(path):
+        split = make_split(dataset)
+        at = np.arange(len(split.y))
+        xs = {f"x{i + 1}": split.points[:, i].numpy() for i in range(split.points.shape[1])}
+        points = pd.DataFrame(
+            {
+                **xs,
+                "label": split.y.numpy().astype(np.int64),
+                "split": np.where(at < split.n_train, "train", "test"),
+            }
+        )
+        return points if coordinates is None else points[[*coordinates, "label", "split"]]
+    try:
+        if path.stat().st_size > MAX_DATA_BYTES:
+            raise ValueError(f"more than the {MAX_DATA_BYTES // 2**20} MiB a job writes")
+        wanted = None if coordinates is None else [*coordinates, "label", "split"]
+        points = pd.read_csv(path, usecols=wanted, dtype={"split": str})
+        xs = [c for c in points.columns if c not in ("label", "split")]
+        if not xs or "label" not in points or "split" not in points:
+            raise ValueError("not the columns x1, ..., label, split")
+        values = points[[*xs, "label"]].to_numpy(dtype=float)
+        if points.empty or not np.isfinite(values).all():
+            raise ValueError("no points, or a coordinate that is not a finite number")
+        if not (points.label.isin([0, 1]).all() and points.split.isin(["train", "test"]).all()):
+            raise ValueError("a label not 0 or 1, or a split not train or test")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ResultsError(
+            f"{path} is not the points a job wrote ({one_line(error, 160)}); "
+            "move it aside to draw the points from the job's config"
+        ) from None
+    return points
+
+
+def load_points(job_dir: str | Path) -> pd.DataFrame:
+    """One job's points, as it trained and tested on them: its data.csv (x1, x2, ..., label,
+    split), or, for a job dir older than data.csv, the same drawn again from its config."""
+    job_dir = Path(job_dir)
+    try:
+        config, source = read_config(job_dir)
+    except JobDirError as error:
+        raise unusable(error) from None
+    dataset = job_judging(config.get("dataset"), source).dataset
+    dataset = dataset if dataset is not None else OmegaConf.create({"name": "xor"})
+    return read_points(job_dir / "data.csv", dataset)
+
+
 def load(*paths: str | Path) -> pd.DataFrame:
     """The metrics of every job below `paths`, with the experimental keys that vary as columns:
     every logged row of every job, all in memory at once (about 50 bytes per row at depth 10; the
