@@ -2,6 +2,7 @@
 
 import copy
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -355,3 +356,15 @@ def test_compiled_final_measurement_is_the_compiled_step_on_copies():
     after = [*fast.weights, *fast.biases, *fast.state, fast.t]
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
     torch.testing.assert_close(fast.step(update=True), final, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(
+    not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"),
+    reason="glibc's malloc only",
+)
+def test_entry_points_keep_freed_memory():
+    """A compiled step frees all its buffers at its end; glibc handed those pages back to the
+    kernel and faulted them in again every step (xorrelu.process.keep_freed_memory). Setting
+    the thresholds is accepted (and does no harm when set again)."""
+    assert process.keep_freed_memory()
+    assert process.keep_freed_memory()
