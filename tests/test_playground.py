@@ -544,3 +544,18 @@ def test_load_points_reads_data_csv_and_rebuilds_it_for_an_older_dir(train_run):
     assert (points.split == "train").sum() == 30 and (points.split == "test").sum() == 30
     (job / "data.csv").rename(job / "data.csv.aside")
     pd.testing.assert_frame_equal(xorrelu.load_points(job), points, check_exact=True)
+
+
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def test_a_mini_batch_run_with_a_split_resumes_byte_for_byte(train_run, engine):
+    """Extending a Playground run (mini-batches, held-out points) with xorrelu.resume gives the
+    bytes of a run that went straight to the end: the batches follow the update's number, and
+    data.csv is the same points."""
+    from xorrelu import resume
+
+    args = (*MINI[:2], f"engine={engine}", *MINI[3:], "replicas=3", "batch_size=7", "log_every=3")
+    *_, straight = train_run(*[a for a in args if not a.startswith("steps=")], "steps=30")
+    *_, extended = train_run(*[a for a in args if not a.startswith("steps=")], "steps=17")
+    assert resume.main([str(extended), "--steps", "30"]) == 0
+    for name in ("metrics.csv", "data.csv"):
+        assert (extended / name).read_bytes() == (straight / name).read_bytes(), name

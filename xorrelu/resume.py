@@ -27,7 +27,7 @@ from torch import nn
 from xorrelu import signals
 from xorrelu.callbacks import plot_safely
 from xorrelu.config import ConfigError, upgrade, validate
-from xorrelu.data import make_dataset
+from xorrelu.data import make_dataset, test_points
 from xorrelu.engines import fused_runs, make_engine
 from xorrelu.files import JobDirBusy
 from xorrelu.jobdir import (
@@ -169,7 +169,7 @@ def _check_rows(path: Path, csv_bytes: int, step: int, *, cfg, checkpoint_path: 
             f"{path} is missing: the rows before the checkpoint are lost; run the job again"
         )
     size = file_size(path, "rows")
-    names = columns(cfg.depth, regularized(cfg))
+    names = columns(cfg.depth, regularized(cfg), test=test_points(cfg.dataset) > 0)
     header = (",".join(names) + "\n").encode()
     if not len(header) <= csv_bytes <= size:
         raise ResumeError(
