@@ -77,7 +77,14 @@ PRESET_DOCS = {
     ),
     "noise": ("noise", ["test_accuracy", "solved_rate"]),
     "batch": ("batch", ["test_accuracy"]),
-    "l2_overfit": ("l2_overfit", ["test_accuracy", "solved_rate"]),
+    "l2_overfit": (
+        "l2_overfit",
+        [
+            "solved_rate",
+            "decision_boundary_regularization.rate_0.0",
+            "decision_boundary_regularization.rate_0.01",
+        ],
+    ),
 }
 
 # docs/causes.png: runs to take one replica of each cause from (overrides, causes it has)
@@ -227,12 +234,12 @@ def draw_causes(tmp: Path) -> None:
     found = one_per_cause(tmp)
     if missing := [cause for cause in CAUSES if cause not in found]:
         sys.exit(f"make_docs: no replica of {', '.join(missing)} in CAUSE_RUNS; change the runs")
-    figure = Figure(figsize=(13, 2.6), layout="constrained")
+    figure = Figure(figsize=(15, 3.0), layout="constrained")
     for ax, cause in zip(figure.subplots(1, len(CAUSES)), CAUSES, strict=True):
         results, job, seed, overrides = found[cause]
         plot.plot_decision_boundary(results, job, seed, ax=ax)
         ax.set_title(f"{cause}\n{ax.get_title()}", fontsize="small")
-        ax.set_xlabel(" ".join(overrides).replace(" steps", "\nsteps"), fontsize="x-small")
+        ax.set_xlabel(textwrap.fill(" ".join(overrides), 30), fontsize="x-small")
     figure.savefig(DOCS / "causes.png", dpi=90)
 
 

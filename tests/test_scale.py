@@ -85,6 +85,11 @@ PRESETS = {  # preset: (jobs, keys that vary)
     "depth": (60, ["depth", "activation"]),
     "width": (38, ["width", "activation"]),
     "init": (27, ["init", "activation"]),
+    "circle_features": (2, ["dataset.features"]),
+    "spiral_features": (2, ["dataset.features"]),
+    "noise": (6, ["dataset.noise"]),
+    "batch": (3, ["batch_size"]),
+    "l2_overfit": (6, ["regularization.rate"]),
 }
 
 
