@@ -343,58 +343,49 @@ def plot_cost(results: Results, ax=None):
 
 def plot_accuracy(results: Results, ax=None):
     """Fraction of replicas solved vs step (solid) and mean accuracy (dashed)."""
-    ax = _axes(ax)
-    for group in results.groups:
-        curves, color = results.curves[group], results.color(group)
-        ax.plot(
-            curves.steps,
-            curves.solved,
-            color=color,
-            linewidth=2,
-            label=f"{group}: solved",
-        )
-        ax.plot(
-            curves.steps,
-            curves.accuracy,
-            color=color,
-            linewidth=1,
-            linestyle="--",
-            label=f"{group}: mean accuracy",
-        )
-    ax.set(
-        ylim=(-0.02, 1.02),
-        xlabel="step",
+    return _solid_and_dashed(
+        results,
+        ("solved", "solved"),
+        ("accuracy", "mean accuracy"),
         ylabel="fraction of replicas / accuracy",
         title="Solved replicas and accuracy",
+        ax=ax,
     )
-    _legend(ax)
-    return ax
 
 
 def plot_test_accuracy(results: Results, ax=None):
     """Mean accuracy on the held-out points vs step (solid) and on the training points
     (dashed), for the groups with a test split."""
+    return _solid_and_dashed(
+        results,
+        ("test_accuracy", "test"),
+        ("accuracy", "train"),
+        ylabel="mean accuracy over replicas",
+        title="Test and train accuracy",
+        ax=ax,
+    )
+
+
+def _solid_and_dashed(results: Results, solid, dashed, *, ylabel: str, title: str, ax=None):
+    """Two curves per group against the step, in its color: `solid` (a Curves field, a label)
+    thick, `dashed` thin; groups without the solid one are left out."""
     ax = _axes(ax)
     for group in results.groups:
         curves, color = results.curves[group], results.color(group)
-        if curves.test_accuracy is None:
+        if getattr(curves, solid[0]) is None:
             continue
-        test = curves.test_accuracy
-        ax.plot(curves.steps, test, color=color, linewidth=2, label=f"{group}: test")
-        ax.plot(
-            curves.steps,
-            curves.accuracy,
-            color=color,
-            linewidth=1,
-            linestyle="--",
-            label=f"{group}: train",
-        )
-    ax.set(
-        ylim=(-0.02, 1.02),
-        xlabel="step",
-        ylabel="mean accuracy over replicas",
-        title="Test and train accuracy",
-    )
+        for (name, label), style in (
+            (solid, {"linewidth": 2}),
+            (dashed, {"linewidth": 1, "linestyle": "--"}),
+        ):
+            ax.plot(
+                curves.steps,
+                getattr(curves, name),
+                color=color,
+                label=f"{group}: {label}",
+                **style,
+            )
+    ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel=ylabel, title=title)
     _legend(ax)
     return ax
 
