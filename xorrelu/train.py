@@ -130,7 +130,7 @@ def setup(
     compiled = ", compiled" if engine.compiled else ""
     why = ""
     if cfg.compile == "auto" and not checkpoint:
-        compile_s, eager_s = compile_estimate(cfg, data[0].shape[0])
+        compile_s, eager_s = compile_estimate(cfg)
         why = f" (compile=auto: compiling ~{compile_s:.0f} s, training uncompiled ~{eager_s:.0f} s)"
     threads = torch.get_num_threads()
     log.info("engine: %s%s, %d thread(s), %s%s", engine.name, compiled, threads, device, why)

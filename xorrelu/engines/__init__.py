@@ -22,6 +22,7 @@ from torch import nn
 
 from xorrelu.activations import ACTIVATIONS
 from xorrelu.config import EngineName
+from xorrelu.data import dataset_shape, test_points
 
 # The cost model of compile=auto, measured on a 2-core AMD EPYC with torch 2.13 (cold inductor
 # cache; benchmarks/results.md): an eager autograd step takes ~0.5 ms plus ~0.08 ms per Linear
@@ -65,14 +66,13 @@ def make_engine(
 ) -> Engine:
     """The engine cfg asks for, or the one `checkpoint` was written by; `test`: the held-out
     points it measures at every step."""
-    points = data[0].shape[0]
     from xorrelu.engines.autograd import AutogradEngine
     from xorrelu.engines.fused import FusedEngine
 
     if checkpoint:
         engine, compile_ = EngineName(checkpoint["engine"]), checkpoint["compiled"]
     else:
-        engine, compile_ = EngineName(cfg.engine), compile_wanted(cfg, points)
+        engine, compile_ = EngineName(cfg.engine), compile_wanted(cfg)
     if engine is EngineName.auto:
         engine = EngineName.fused if compile_ and fused_runs(cfg) else EngineName.autograd
     if engine is EngineName.autograd:
@@ -81,19 +81,25 @@ def make_engine(
     return FusedEngine(model, data, cfg, compile=compile_, test=test)
 
 
-def compile_wanted(cfg, points: int) -> bool:
+def compile_wanted(cfg) -> bool:
     """compile=auto: compile when the compile is expected to take less than half the time the
     run would take uncompiled, so that no job waits longer for a compile than it would have
     trained (the estimates are rough: the margin keeps a close call uncompiled)."""
     if cfg.compile == "auto":
-        compile_s, eager_s = compile_estimate(cfg, points)
+        compile_s, eager_s = compile_estimate(cfg)
         return compile_s < eager_s / 2
     return bool(cfg.compile)
 
 
-def compile_estimate(cfg, points: int) -> tuple[float, float]:
+def compile_estimate(cfg) -> tuple[float, float]:
     """(seconds to compile the fused step, seconds to train the whole run uncompiled), from
-    the cost model above."""
+    the cost model above and the config alone. A point that only goes forward (a held-out
+    point; every training point of a mini-batch step, which measures the cost on all of them)
+    counts a third of one that also goes backward."""
+    n_train, _ = dataset_shape(cfg.dataset)
+    batch = cfg.get("batch_size")
+    points = n_train if batch is None or batch >= n_train else n_train / 3 + batch
+    points += test_points(cfg.dataset) / 3
     layers = cfg.depth + 1
     elements = cfg.replicas * points * cfg.width * layers
     eager_step = EAGER_STEP_S + EAGER_LAYER_S * layers + EAGER_ELEMENT_S * elements
