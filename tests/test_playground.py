@@ -559,3 +559,13 @@ def test_a_mini_batch_run_with_a_split_resumes_byte_for_byte(train_run, engine):
     assert resume.main([str(extended), "--steps", "30"]) == 0
     for name in ("metrics.csv", "data.csv"):
         assert (extended / name).read_bytes() == (straight / name).read_bytes(), name
+
+
+def test_summary_lists_outputs_per_point_only_for_small_datasets(train_run):
+    """hypothesis (h at each training point) is in summary.json up to 256 training points:
+    a Playground set of 1,000 points would put 500 numbers per replica there."""
+    small, _, _ = train_run("dataset=circle", "dataset.points=100", "steps=2", "replicas=2", *TINY)
+    assert len(small["replicas"][0]["hypothesis"]) == 50
+    big, _, _ = train_run("dataset=circle", "dataset.points=1000", "steps=2", "replicas=2", *TINY)
+    assert "hypothesis" not in big["replicas"][0]
+    assert big["replicas"][0]["final_test_accuracy"] is not None

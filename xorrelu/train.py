@@ -253,10 +253,17 @@ def finish(run: Run) -> dict:
     return run.summary
 
 
+MAX_HYPOTHESIS_POINTS = 256  # summary.json lists h at each training point up to this many
+
+
 def _replica_results(run: Run) -> list[dict]:
-    """summary.json's line per replica: the outcome tracker's verdict and the final output."""
-    with torch.no_grad():
-        hypotheses = torch.sigmoid(forward(run.model, run.data[0])[0]).cpu()
+    """summary.json's line per replica: the outcome tracker's verdict and, for a dataset of at
+    most MAX_HYPOTHESIS_POINTS training points, the final output at each (data.csv and
+    weights.pt give it for any size)."""
+    hypotheses = None
+    if len(run.data[1]) <= MAX_HYPOTHESIS_POINTS:
+        with torch.no_grad():
+            hypotheses = torch.sigmoid(forward(run.model, run.data[0])[0]).cpu()
     outcomes = run.outcomes
     last = {name: values.cpu() for name, values in outcomes.last.items()}
     diverged, first = outcomes.diverged.cpu(), outcomes.first_step_solved.cpu()
@@ -278,7 +285,7 @@ def _replica_results(run: Run) -> list[dict]:
             "first_step_solved": int(first[r]) if first[r] >= 0 else None,
             "diverged": bool(diverged[r]),
             "cause": cause,
-            "hypothesis": hypotheses[r].tolist(),
+            **({} if hypotheses is None else {"hypothesis": hypotheses[r].tolist()}),
         }
         for r, (seed, cause) in enumerate(zip(run.seeds, outcomes.causes(), strict=True))
     ]
@@ -426,7 +433,7 @@ def _print_table(replicas: list[dict], x: torch.Tensor, max_points: int = 8) -> 
     )
     for rep in replicas:
         cost_ = rep["final_cost"]
-        hyps = "  ".join(f"{h:10.7f}" for h in rep["hypothesis"][: len(shown)])
+        hyps = "  ".join(f"{h:10.7f}" for h in rep.get("hypothesis", [])[: len(shown)])
         log.info(
             "%6d %12s %8s%s %6s  %s%s",
             rep["seed"],
