@@ -24,7 +24,8 @@ class TensorBoardLog:
 
     def scalars(self, step: int, metrics: dict[str, torch.Tensor]) -> None:
         """metrics: as the engines return them (xorrelu.metrics), each [..., replicas]."""
-        named = {name: metrics[name] for name in ("cost", "accuracy", "penalty") if name in metrics}
+        names = ("cost", "accuracy", "test_cost", "test_accuracy", "penalty")
+        named = {name: metrics[name] for name in names if name in metrics}
         for i, norms in enumerate(metrics["grad_norm"], start=1):  # layer 1 = nearest the input
             named[f"grad_norm_{i}"] = norms
         for name, values in named.items():
