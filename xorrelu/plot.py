@@ -66,7 +66,7 @@ from xorrelu.results import (  # noqa: E402
     ResultsError,
     column_name,
     fixed_description,
-    job_judging,
+    job_dataset,
     job_outcomes,
     read_points,
     unusable,
@@ -584,12 +584,7 @@ def job_plane(job: str) -> Plane:
     if job not in _PLANES:
         if len(_PLANES) > 8:
             _PLANES.clear()
-        try:
-            config, source = read_config(Path(job))
-        except JobDirError as error:
-            raise unusable(error) from None
-        dataset = job_judging(config.get("dataset"), source).dataset
-        dataset = dataset if dataset is not None else OmegaConf.create({"name": "xor"})
+        dataset = job_dataset(job)
         points = read_points(Path(job) / "data.csv", dataset, ["x1", "x2"])
         lesson = dataset.name == "xor"
         if lesson:

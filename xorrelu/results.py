@@ -528,17 +528,21 @@ def read_points(path: Path, dataset, coordinates: list[str] | None = None) -> pd
     return points
 
 
-def load_points(job_dir: str | Path) -> pd.DataFrame:
-    """One job's points, as it trained and tested on them: its data.csv (x1, x2, ..., label,
-    split), or, for a job dir older than data.csv, the same drawn again from its config."""
-    job_dir = Path(job_dir)
+def job_dataset(job_dir: str | Path) -> DictConfig:
+    """A job's dataset config, checked as training checks it (job_judging); the lesson's xor
+    for a config that names none."""
     try:
-        config, source = read_config(job_dir)
+        config, source = read_config(Path(job_dir))
     except JobDirError as error:
         raise unusable(error) from None
     dataset = job_judging(config.get("dataset"), source).dataset
-    dataset = dataset if dataset is not None else OmegaConf.create({"name": "xor"})
-    return read_points(job_dir / "data.csv", dataset)
+    return dataset if dataset is not None else OmegaConf.create({"name": "xor"})
+
+
+def load_points(job_dir: str | Path) -> pd.DataFrame:
+    """One job's points, as it trained and tested on them: its data.csv (x1, x2, ..., label,
+    split), or, for a job dir older than data.csv, the same drawn again from its config."""
+    return read_points(Path(job_dir) / "data.csv", job_dataset(job_dir))
 
 
 def load(*paths: str | Path) -> pd.DataFrame:
