@@ -569,3 +569,13 @@ def test_summary_lists_outputs_per_point_only_for_small_datasets(train_run):
     big, _, _ = train_run("dataset=circle", "dataset.points=1000", "steps=2", "replicas=2", *TINY)
     assert "hypothesis" not in big["replicas"][0]
     assert big["replicas"][0]["final_test_accuracy"] is not None
+
+
+def test_a_dir_holding_a_data_csv_is_refused_and_left_as_it_was(tmp_path):
+    """data.csv is one of the files a run writes: a new run never writes over one."""
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "data.csv").write_text("someone else's points\n")
+    proc = run_cli("dataset=circle", "steps=2", *TINY, "hydra.run.dir=job", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (job / "data.csv").read_text() == "someone else's points\n"

@@ -21,7 +21,14 @@ from pathlib import Path
 from xorrelu.jobdir import JobDirError, find_jobs, one_line, read_summary
 
 # what train() writes into a job dir; a job finding any of these in its dir does not train there
-RUN_OUTPUTS = ("metrics.csv", "curves.csv", "summary.json", "checkpoint.pt", "weights.pt")
+RUN_OUTPUTS = (
+    "metrics.csv",
+    "curves.csv",
+    "data.csv",
+    "summary.json",
+    "checkpoint.pt",
+    "weights.pt",
+)
 # every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
 RESULT_MARKERS = (*RUN_OUTPUTS, ".hydra", "xorrelu.log", "plots", "tensorboard", ".xorrelu-reserve")
 REMOTE_LAUNCHERS = (
