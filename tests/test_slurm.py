@@ -24,7 +24,7 @@ SLURM = [
     "hydra.launcher.mem_gb=1",
     "hydra.launcher.timeout_min=10",
 ]
-LONG = ["steps=6000", "replicas=4", "log_every=7", "plot=false"]  # ~7 s of training a job
+LONG = ["steps=4000", "replicas=4", "log_every=7", "plot=false"]  # ~5 s of training a job
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +84,7 @@ def test_a_sweep_runs_as_slurm_jobs_and_records_where_each_ran(cluster, tmp_path
     assert len(ids) == 1  # one job array
     assert sum(" completed: SLURM job " in line for line in proc.stdout.splitlines()) == 4
     assert sorted(pd.read_csv(sweep / "plots" / "summary.csv").depth) == [1, 2, 3, 4]
-    assert (sweep / "plots" / "cost.png").is_file()
-    # the jobs' results read as a local sweep's do
-    replot = subprocess.run(
-        [sys.executable, "-m", "xorrelu.plot", str(sweep), "--out", str(tmp_path / "replot")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert replot.returncode == 0, replot.stderr
-    assert sorted(pd.read_csv(tmp_path / "replot" / "summary.csv").depth) == [1, 2, 3, 4]
+    assert (sweep / "plots" / "cost.png").is_file()  # xorrelu-plot's report, over the jobs' dirs
 
 
 FAIL_AND_EXIT = textwrap.dedent(
@@ -175,11 +166,11 @@ def test_preemption_requeues_a_job_and_resume_finishes_a_cancelled_one(
 
     requeued = summary(sweep / "0")
     assert requeued["status"] == "completed" and requeued["slurm"]["restarts"] == 1
-    assert 0 < requeued["resumed_from_step"] < 6000
+    assert 0 < requeued["resumed_from_step"] < 4000
     assert (sweep / "0" / "metrics.csv").read_bytes() == reference["0"]
 
     stopped = summary(sweep / "1")
-    assert stopped["status"] == "interrupted" and 0 < stopped["last_step"] < 6000
+    assert stopped["status"] == "interrupted" and 0 < stopped["last_step"] < 4000
     assert "1: interrupted: stopped by SIGTERM" in err
     assert reference["1"].startswith((sweep / "1" / "metrics.csv").read_bytes())
     resumed = subprocess.run(
