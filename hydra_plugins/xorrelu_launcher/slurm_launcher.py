@@ -50,8 +50,15 @@ except ImportError:
 
 log = logging.getLogger(__name__)
 
-POLL_S = 2  # how often the launcher looks for the jobs' result files
+POLL_S = 2  # how often the launcher looks for the jobs' result files (less often past 100 jobs)
 QUEUE_POLL_S = 60  # how often at most it asks squeue (sooner in the first minutes of a sweep)
+# the states in which a job has ended (squeue's, and LEFT_QUEUE: no longer listed). Any other
+# (PENDING, CONFIGURING, RUNNING, COMPLETING, REQUEUED, PREEMPTED before its requeue,
+# SUSPENDED, ...) may still lead to a result.
+ENDED = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+    "DEADLINE", "LEFT_QUEUE",
+}  # fmt: skip
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -90,21 +97,22 @@ class SlurmLauncher(SubmititSlurmLauncher):
         array = jobs[0].job_id.split("_")[0]
         log.info(
             f"Submitted {len(jobs)} jobs to SLURM as job array {array} "
-            f"({params.get('array_parallelism')} at once): {sweep_dir}"
+            f"(at most {params.get('array_parallelism')} at once): {sweep_dir}"
         )
         try:
             return _wait(jobs, job_overrides, nums)
         except KeyboardInterrupt:
             log.warning(
-                f"the sweep's SLURM jobs go on without this process; cancel them with: "
-                f"scancel {array}; then finish them with: python -m xorrelu.resume {sweep_dir}"
+                f"the sweep's SLURM jobs go on without this process. Cancel them with: "
+                f"scancel {array}; plot the sweep with: xorrelu-plot {sweep_dir}; finish the "
+                f"jobs that did not complete with: python -m xorrelu.resume {sweep_dir}"
             )
             raise
 
 
 class QueueWatcher(SlurmInfoWatcher):
     """submitit's job states from squeue instead of sacct. A job squeue no longer lists has left
-    the queue (SLURM forgets a finished job after MinJobAge, 300 s by default): it is done."""
+    the queue (SLURM forgets a finished job after MinJobAge, 300 s by default): it has ended."""
 
     def _make_command(self) -> list[str] | None:
         if not self._registered - self._finished:
@@ -116,6 +124,9 @@ class QueueWatcher(SlurmInfoWatcher):
         listed = super().read_info("JobID|State\n" + text)
         gone = {job_id: {"JobID": job_id, "State": "LEFT_QUEUE"} for job_id in self._registered}
         return {**gone, **listed}
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        return self.get_state(job_id, mode=mode).upper() in ENDED
 
     def update(self) -> None:
         """submitit's update, with squeue's failure said as such (states stay as they were)."""
@@ -136,12 +147,14 @@ class QueueWatcher(SlurmInfoWatcher):
 
 
 def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -> list[JobReturn]:
-    """Each job's JobReturn once every job has left the queue; a line per job as it ends."""
+    """Each job's JobReturn once every job has ended; a line per job as it ends. A job has
+    ended when its result file is there or squeue says so (one squeue for all the jobs, at most
+    every QUEUE_POLL_S); the result files are looked at every POLL_S, at most 50 a second."""
     start, returns = time.monotonic(), {}
     pending = dict(zip(nums, zip(jobs, job_overrides, strict=True), strict=True))
     while pending:
         for num, (job, overrides) in list(pending.items()):
-            if not job.done():
+            if not (job.paths.result_pickle.exists() or job.watcher.is_done(job.job_id)):
                 continue
             del pending[num]
             ret = _job_return(num, job, overrides)
@@ -153,7 +166,7 @@ def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -
                 flush=True,
             )
         if pending:
-            time.sleep(POLL_S)
+            time.sleep(max(POLL_S, len(pending) / 50))
     return [returns[num] for num in nums]
 
 
@@ -164,22 +177,21 @@ def _job_return(num: int, job, overrides: Sequence[str]) -> JobReturn:
     import submitit
 
     name = f"{num} ({','.join(filter_overrides(overrides))})"
-    if job.paths.result_pickle.exists():
-        try:
-            ret = job.result()
-        except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
-            trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
-            reason = [line for line in trace if line.strip() and not line[0].isspace()][-1]
-        else:
-            if ret.status is JobStatus.COMPLETED:
-                if ret.return_value:  # task()'s failure line, which went to the job's log
-                    print(f"xorrelu: error: job {ret.return_value}", file=sys.stderr, flush=True)
-                return ret
-            reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
-    else:
+    try:
+        ret = job.result()  # waits up to 15 s for a result file a shared file system shows late
+    except submitit.core.utils.UncompletedJobError:
         state = job.watcher.get_state(job.job_id, mode="cache")
         how = "left the queue" if state == "LEFT_QUEUE" else f"ended {state}"
         reason = f"SLURM job {job.job_id} {how} without a result"
+    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
+        trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
+        reason = [line for line in trace if line.strip() and not line[0].isspace()][-1]
+    else:
+        if ret.status is JobStatus.COMPLETED:
+            if ret.return_value:  # task()'s failure line, which went to the job's log
+                print(f"xorrelu: error: job {ret.return_value}", file=sys.stderr, flush=True)
+            return ret
+        reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
     line = f"{name}: {reason}; its log: {job.paths.stderr}"
     print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
     failed = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
