@@ -51,7 +51,7 @@ except ImportError:
 log = logging.getLogger(__name__)
 
 POLL_S = 2  # how often the launcher looks for the jobs' result files (less often past 100 jobs)
-QUEUE_POLL_S = 60  # how often at most it asks squeue (sooner in the first minutes of a sweep)
+QUEUE_POLL_S = 10  # how often at most it asks squeue, once for all jobs (sooner at the start)
 # the states in which a job has ended (squeue's, and LEFT_QUEUE: no longer listed). Any other
 # (PENDING, CONFIGURING, RUNNING, COMPLETING, REQUEUED, PREEMPTED before its requeue,
 # SUSPENDED, ...) may still lead to a result.
@@ -174,29 +174,39 @@ def _job_return(num: int, job, overrides: Sequence[str]) -> JobReturn:
     """The job's JobReturn: its own, or, for a job that failed outside xorrelu's task, one that
     carries its failure line (a FAILED status would make Hydra's sweeper raise once every job is
     done, and skip the plots)."""
-    import submitit
-
-    name = f"{num} ({','.join(filter_overrides(overrides))})"
-    try:
-        ret = job.result()  # waits up to 15 s for a result file a shared file system shows late
-    except submitit.core.utils.UncompletedJobError:
-        state = job.watcher.get_state(job.job_id, mode="cache")
-        how = "left the queue" if state == "LEFT_QUEUE" else f"ended {state}"
-        reason = f"SLURM job {job.job_id} {how} without a result"
-    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
-        trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
-        reason = [line for line in trace if line.strip() and not line[0].isspace()][-1]
-    else:
-        if ret.status is JobStatus.COMPLETED:
-            if ret.return_value:  # task()'s failure line, which went to the job's log
-                print(f"xorrelu: error: job {ret.return_value}", file=sys.stderr, flush=True)
-            return ret
-        reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
-    line = f"{name}: {reason}; its log: {job.paths.stderr}"
+    outcome = _outcome(job)
+    if isinstance(outcome, JobReturn):
+        if outcome.return_value:  # task()'s failure line, which went to the job's log
+            print(f"xorrelu: error: job {outcome.return_value}", file=sys.stderr, flush=True)
+        return outcome
+    line = (
+        f"{num} ({','.join(filter_overrides(overrides))}): {outcome}; its log: {job.paths.stderr}"
+    )
     print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
     failed = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     failed.return_value = line
     return failed
+
+
+def _outcome(job) -> JobReturn | str:
+    """The JobReturn xorrelu's task gave back, or why there is none."""
+    import submitit
+
+    state = job.watcher.get_state(job.job_id, mode="cache")
+    how = "left the queue" if state == "LEFT_QUEUE" else f"ended {state}"
+    without = f"SLURM job {job.job_id} {how} without a result"
+    if not job.paths.result_pickle.exists() and state not in ("COMPLETED", "LEFT_QUEUE"):
+        return without  # it died (exit 1, a signal, out of memory, cancelled, timed out)
+    try:
+        ret = job.result()  # waits up to 15 s for a result file a shared file system shows late
+    except submitit.core.utils.UncompletedJobError:
+        return without
+    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
+        trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
+        return [line for line in trace if line.strip() and not line[0].isspace()][-1]
+    if ret.status is not JobStatus.COMPLETED:
+        return f"{type(ret._return_value).__name__}: {ret._return_value}"
+    return ret
 
 
 def _requeue_on_preemption(task_function):
