@@ -137,13 +137,18 @@ def _run_hydra(argv: list[str]) -> None:
 
 
 def _register_launcher() -> None:
-    """hydra/launcher=local: Hydra finds plugins by listing the hydra_plugins namespace, which
-    an editable install (setuptools >= 64) hides from it (hydra issue #2359): name it here."""
+    """hydra/launcher=local and slurm: Hydra finds plugins by listing the hydra_plugins
+    namespace, which an editable install (setuptools >= 64) hides from it (hydra issue #2359):
+    name them here (slurm's only with the [slurm] extra, without which it is no launcher)."""
     from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
 
+    from hydra_plugins.xorrelu_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import LocalLauncher
 
     Plugins.instance().register(LocalLauncher)
+    if issubclass(SlurmLauncher, Launcher):
+        Plugins.instance().register(SlurmLauncher)
 
 
 def run(argv: list[str]) -> int:

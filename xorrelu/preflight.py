@@ -169,7 +169,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             if multirun:
                 launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
                 sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="") or ""
-                if "xorrelu_launcher" in launcher:
+                if launcher.endswith("xorrelu_launcher.LocalLauncher"):
                     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import check_n_jobs
 
                     check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))

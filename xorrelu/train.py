@@ -477,6 +477,7 @@ def _job_info(cfg, device: torch.device, engine) -> dict:
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        **_slurm_job(),
         "versions": {
             "xorrelu": _version(),
             "torch": torch.__version__,
@@ -484,6 +485,24 @@ def _job_info(cfg, device: torch.device, engine) -> dict:
             "python": platform.python_version(),
         },
         "git_commit": _git_commit(),
+    }
+
+
+def _slurm_job() -> dict:
+    """{"slurm": {job_id, node, restarts}} inside a SLURM job, else {}: which job of the cluster
+    ran this, where, and how often SLURM requeued it. job_id is the one squeue, sacct and scancel
+    take: ARRAYJOB_TASK for a job array's task (a sweep), else the job's own id."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    restarts = env.get("SLURM_RESTART_COUNT", "0")
+    return {
+        "slurm": {
+            "job_id": f"{array}_{task}" if array and task else env["SLURM_JOB_ID"],
+            "node": env.get("SLURMD_NODENAME"),
+            "restarts": int(restarts) if restarts.isdigit() else 0,
+        }
     }
 
 

@@ -1,0 +1,258 @@
+"""hydra/launcher=slurm: each job of a sweep is a SLURM job (one job array, `array_parallelism`
+at once), through Hydra's submitit launcher, made to see a sweep through to its end on any
+SLURM cluster.
+
+In the launching process:
+- Job states come from squeue and from each job's result file, never from sacct. Clusters without
+  the accounting database (slurmdbd) refuse sacct, and submitit then warned on every poll
+  ("Bypassing sacct error") and could not tell a job that died from one still running.
+- A job that leaves the queue without a result (exit 1, killed, out of memory, cancelled, stopped
+  by a signal) fails on its own line and the others go on: the launcher never waits forever.
+- The console shows one line per finished job, with its SLURM job id; the reasons of the jobs
+  that did not complete come from their summary.json at the end (xorrelu.__main__.run).
+- Stopping the launching process (Ctrl-C) leaves the submitted jobs running; it says how to
+  cancel them, and `xorrelu-plot` / `xorrelu.resume` work on the sweep dir afterwards.
+
+In the SLURM job:
+- SIGUSR2 (SLURM's warning before preemption or the time limit; submitit asks for it with
+  `--signal=USR2@signal_delay_s`) stops training at a step boundary with a checkpoint, as
+  everywhere (xorrelu.signals). xorrelu's handler replaces submitit's during training, so it does
+  what submitit's would have done: it requeues the job (`scontrol requeue`), and the requeued job
+  resumes in its own dir from the checkpoint (xorrelu.__main__.task). SIGTERM (`scancel`) stops
+  a job the same way, without a requeue: `python -m xorrelu.resume SWEEP_DIR` finishes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from omegaconf import OmegaConf
+
+from xorrelu import signals
+
+try:  # the [slurm] extra. Hydra's plugin scan imports this module with or without it: without
+    # it, the classes below are plain objects, which the scan passes over
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        SlurmLauncher as SubmititSlurmLauncher,
+    )
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+except ImportError:
+    SubmititSlurmLauncher = SlurmInfoWatcher = object
+
+log = logging.getLogger(__name__)
+
+POLL_S = 2  # how often the launcher looks for the jobs' result files (less often past 100 jobs)
+QUEUE_POLL_S = 10  # how often at most it asks squeue, once for all jobs (sooner at the start)
+# the states in which a job has ended (squeue's, and LEFT_QUEUE: no longer listed). Any other
+# (PENDING, CONFIGURING, RUNNING, COMPLETING, REQUEUED, PREEMPTED before its requeue,
+# SUSPENDED, ...) may still lead to a result.
+ENDED = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+    "DEADLINE", "LEFT_QUEUE",
+}  # fmt: skip
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    def __call__(self, *args, **kwargs) -> JobReturn:
+        """One job, in its SLURM job (submitit unpickles this launcher there and calls it)."""
+        self.task_function = _requeue_on_preemption(self.task_function)
+        return super().__call__(*args, **kwargs)
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import submitit
+
+        SlurmJob.watcher = QueueWatcher(delay_s=QUEUE_POLL_S)  # every SLURM job of this process
+        params = dict(self.params)
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init["slurm_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster="slurm", **init)
+        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{key if key in generic else f"slurm_{key}": value for key, value in params.items()}
+        )
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        nums = list(range(initial_job_idx, initial_job_idx + len(job_overrides)))
+        state = Singleton.get_state()
+        jobs = executor.map_array(
+            self,
+            [list(overrides) for overrides in job_overrides],
+            ["hydra.sweep.dir"] * len(nums),
+            nums,
+            [f"job_id_for_{num}" for num in nums],
+            [state] * len(nums),
+        )
+        array = jobs[0].job_id.split("_")[0]
+        log.info(
+            f"Submitted {len(jobs)} jobs to SLURM as job array {array} "
+            f"(at most {params.get('array_parallelism')} at once): {sweep_dir}"
+        )
+        try:
+            return _wait(jobs, job_overrides, nums)
+        except KeyboardInterrupt:
+            log.warning(
+                f"the sweep's SLURM jobs go on without this process. Cancel them with: "
+                f"scancel {array}; plot the sweep with: xorrelu-plot {sweep_dir}; finish the "
+                f"jobs that did not complete with: python -m xorrelu.resume {sweep_dir}"
+            )
+            raise
+
+
+class QueueWatcher(SlurmInfoWatcher):
+    """submitit's job states from squeue instead of sacct. A job squeue no longer lists has left
+    the queue (SLURM forgets a finished job after MinJobAge, 300 s by default): it has ended."""
+
+    def _make_command(self) -> list[str] | None:
+        if not self._registered - self._finished:
+            return None
+        return ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T"]
+
+    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+        text = string.decode() if isinstance(string, bytes) else string
+        listed = super().read_info("JobID|State\n" + text)
+        gone = {job_id: {"JobID": job_id, "State": "LEFT_QUEUE"} for job_id in self._registered}
+        return {**gone, **listed}
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        return self.get_state(job_id, mode=mode).upper() in ENDED
+
+    def update(self) -> None:
+        """submitit's update, with squeue's failure said as such (states stay as they were)."""
+        command = self._make_command()
+        if command is None:
+            return
+        self._num_calls += 1
+        try:
+            output = subprocess.run(command, capture_output=True, timeout=60, check=True).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            log.warning(f"squeue failed ({error}); will ask again")
+        else:
+            self._info_dict.update(self.read_info(output))
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
+
+
+def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -> list[JobReturn]:
+    """Each job's JobReturn once every job has ended; a line per job as it ends. A job has
+    ended when its result file is there or squeue says so (one squeue for all the jobs, at most
+    every QUEUE_POLL_S); the result files are looked at every POLL_S, at most 50 a second."""
+    start, returns = time.monotonic(), {}
+    pending = dict(zip(nums, zip(jobs, job_overrides, strict=True), strict=True))
+    while pending:
+        for num, (job, overrides) in list(pending.items()):
+            if not (job.paths.result_pickle.exists() or job.watcher.is_done(job.job_id)):
+                continue
+            del pending[num]
+            ret = _job_return(num, job, overrides)
+            returns[num] = ret
+            kind = "failed" if ret.return_value else "completed"
+            print(
+                f"[{len(returns)}/{len(nums)}] job {num} ({','.join(filter_overrides(overrides))}) "
+                f"{kind}: SLURM job {job.job_id}, {time.monotonic() - start:.0f} s into the sweep",
+                flush=True,
+            )
+        if pending:
+            time.sleep(max(POLL_S, len(pending) / 50))
+    return [returns[num] for num in nums]
+
+
+def _job_return(num: int, job, overrides: Sequence[str]) -> JobReturn:
+    """The job's JobReturn: its own, or, for a job that failed outside xorrelu's task, one that
+    carries its failure line (a FAILED status would make Hydra's sweeper raise once every job is
+    done, and skip the plots)."""
+    outcome = _outcome(job)
+    if isinstance(outcome, JobReturn):
+        if outcome.return_value:  # task()'s failure line, which went to the job's log
+            print(f"xorrelu: error: job {outcome.return_value}", file=sys.stderr, flush=True)
+        return outcome
+    line = (
+        f"{num} ({','.join(filter_overrides(overrides))}): {outcome}; its log: {job.paths.stderr}"
+    )
+    print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
+    failed = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    failed.return_value = line
+    return failed
+
+
+def _outcome(job) -> JobReturn | str:
+    """The JobReturn xorrelu's task gave back, or why there is none."""
+    import submitit
+
+    state = job.watcher.get_state(job.job_id, mode="cache")
+    how = "left the queue" if state == "LEFT_QUEUE" else f"ended {state}"
+    without = f"SLURM job {job.job_id} {how} without a result"
+    if not job.paths.result_pickle.exists() and state not in ("COMPLETED", "LEFT_QUEUE"):
+        return without  # it died (exit 1, a signal, out of memory, cancelled, timed out)
+    try:
+        ret = job.result()  # waits up to 15 s for a result file a shared file system shows late
+    except submitit.core.utils.UncompletedJobError:
+        return without
+    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
+        trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
+        return [line for line in trace if line.strip() and not line[0].isspace()][-1]
+    if ret.status is not JobStatus.COMPLETED:
+        return f"{type(ret._return_value).__name__}: {ret._return_value}"
+    return ret
+
+
+def _requeue_on_preemption(task_function):
+    """The task, which after a stop signal (train() has saved the job: checkpoint, summary)
+    requeues the job after SIGUSR2 if it has a checkpoint to go on from, then exits with the
+    signal's code. Hydra's run_job lets the SystemExit through; later signals are ignored."""
+
+    def task(cfg):
+        from hydra.core.hydra_config import HydraConfig
+
+        try:
+            return task_function(cfg)
+        except signals.Interrupted as stop:
+            signals.ignore_from_now_on()
+            out_dir = Path(HydraConfig.get().runtime.output_dir)
+            print(f"xorrelu: {stop}", file=sys.stderr, flush=True)
+            if stop.signum != signal.SIGUSR2:
+                _say(f"finish it with: python -m xorrelu.resume {out_dir}")
+            elif (out_dir / "checkpoint.pt").is_file():
+                _requeue(out_dir)
+            else:
+                _say("not requeued: stopped before its first step, with nothing to go on from")
+            raise SystemExit(stop.exit_code) from None
+
+    return task
+
+
+def _say(line: str) -> None:
+    print(f"xorrelu: {line}", file=sys.stderr, flush=True)
+
+
+def _requeue(out_dir: Path) -> None:
+    """`scontrol requeue` this job, as submitit's handler does; SLURM ends this run of it and
+    starts it again, and it resumes from its checkpoint."""
+    import submitit
+
+    job_id = submitit.JobEnvironment().job_id
+    try:
+        subprocess.run(
+            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", None) or error
+        _say(
+            f"could not requeue SLURM job {job_id} ({' '.join(str(detail).split())}); "
+            f"finish it with: python -m xorrelu.resume {out_dir}"
+        )
+        return
+    _say(f"requeued SLURM job {job_id}; it resumes from its checkpoint")
