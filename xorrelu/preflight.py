@@ -109,6 +109,8 @@ def check(argv: list[str], config_path: str) -> Plan:
         return Plan(argv, 1)
     jobs, base = _compose_all(args.overrides, args.multirun, config_path)
     out_dir = _resolve_dir(base, key)
+    if args.multirun and _is_remote(base):  # a relative dir would be relative to each node's cwd
+        out_dir = out_dir.absolute()
     _check_dir(out_dir, key, args.multirun)
     _make_dir(out_dir, key)
     kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
@@ -169,10 +171,12 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             if multirun:
                 launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
                 sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="") or ""
-                if "xorrelu_launcher" in launcher:
+                if launcher.endswith("xorrelu_launcher.LocalLauncher"):
                     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import check_n_jobs
 
                     check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))
+                if launcher.endswith("xorrelu_launcher.ray_launcher.RayLauncher"):
+                    _check_ray(OmegaConf.select(base, "hydra.launcher.ray.remote.num_cpus"))
                 if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
                     jobs = [fixed]
                 else:
@@ -183,7 +187,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
                 launcher = ""
         except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
             raise Refused(one_line(error, None, every_line=True)) from None
-        check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
+        check_memory = not (multirun and _is_remote(base))
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
         swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
         for number, job in enumerate(jobs):
@@ -204,6 +208,31 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             except Exception as error:  # noqa: BLE001
                 raise Refused(where + one_line(error, None, every_line=True)) from None
     return jobs, base
+
+
+def _is_remote(base) -> bool:
+    """The sweep's launcher runs its jobs on other machines (see REMOTE_LAUNCHERS)."""
+    from omegaconf import OmegaConf
+
+    launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
+    return any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
+
+
+def _check_ray(num_cpus) -> None:
+    """hydra/launcher=ray needs Ray here (the driver) and asks for whole CPUs per job."""
+    try:
+        import hydra_plugins.hydra_ray_launcher._launcher_util  # noqa: F401 — imports ray
+    except ImportError as error:
+        raise Refused(
+            f"hydra/launcher=ray needs Ray ({error}): pip install 'xorrelu[ray]'"
+        ) from None
+    if num_cpus is not None and not (
+        isinstance(num_cpus, (int, float)) and not isinstance(num_cpus, bool) and num_cpus >= 1
+    ):
+        raise Refused(
+            f"hydra.launcher.ray.remote.num_cpus={num_cpus!r}: a number >= 1 "
+            "(the cores a job uses, its torch threads with threads=0)"
+        )
 
 
 class _Composer:
