@@ -229,8 +229,11 @@ class RayConf:
             "log_to_driver": False,
         }
     )
-    # ray.remote's options for each job: num_cpus = cores per job = torch threads (threads=0)
-    remote: dict[str, Any] = dataclasses.field(default_factory=lambda: {"num_cpus": 1})
+    # ray.remote's options for each job: num_cpus = cores per job = torch threads (threads=0);
+    # max_retries 0: a job whose worker died is reported, not rerun into its own results
+    remote: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"num_cpus": 1, "max_retries": 0}
+    )
 
 
 @dataclass

@@ -15,6 +15,7 @@ import errno
 import io
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
 
                     check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))
                 if launcher.endswith("xorrelu_launcher.ray_launcher.RayLauncher"):
-                    _check_ray(OmegaConf.select(base, "hydra.launcher.ray.remote.num_cpus"))
+                    _connect_ray(base.hydra.launcher.ray)
                 if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
                     jobs = [fixed]
                 else:
@@ -218,14 +219,20 @@ def _is_remote(base) -> bool:
     return any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
 
 
-def _check_ray(num_cpus) -> None:
-    """hydra/launcher=ray needs Ray here (the driver) and asks for whole CPUs per job."""
+def _connect_ray(ray_cfg) -> None:
+    """hydra/launcher=ray: Ray installed here, whole CPUs per job, and the cluster connected to
+    now (the launcher goes on with this connection), so that a wrong address is refused before
+    anything is written; an address nothing answers at would have Ray retry for ever."""
+    from omegaconf import OmegaConf
+
     try:
-        import hydra_plugins.hydra_ray_launcher._launcher_util  # noqa: F401 — imports ray
+        import ray
+        from ray._private.services import canonicalize_bootstrap_address
     except ImportError as error:
         raise Refused(
             f"hydra/launcher=ray needs Ray ({error}): pip install 'xorrelu[ray]'"
         ) from None
+    num_cpus = OmegaConf.select(ray_cfg, "remote.num_cpus")
     if num_cpus is not None and not (
         isinstance(num_cpus, (int, float)) and not isinstance(num_cpus, bool) and num_cpus >= 1
     ):
@@ -233,6 +240,20 @@ def _check_ray(num_cpus) -> None:
             f"hydra.launcher.ray.remote.num_cpus={num_cpus!r}: a number >= 1 "
             "(the cores a job uses, its torch threads with threads=0)"
         )
+    init = OmegaConf.to_container(ray_cfg.init, resolve=True)
+    given = init.get("address")
+    try:
+        address = given if "://" in str(given) else canonicalize_bootstrap_address(given)
+        if address and "://" not in address:
+            host, port = address.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=10).close()
+        ray.init(**init)
+    except Exception as error:  # noqa: BLE001 — Ray's reasons, in one line
+        raise Refused(
+            f"cannot connect to the Ray cluster (hydra.launcher.ray.init.address={given}): "
+            f"{one_line(error)}; start one with `ray start --head`, or "
+            "give its address in RAY_ADDRESS or hydra.launcher.ray.init.address=HOST:PORT"
+        ) from None
 
 
 class _Composer:

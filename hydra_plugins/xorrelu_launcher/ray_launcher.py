@@ -27,7 +27,6 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures
 from xorrelu import signals
 
 log = logging.getLogger(__name__)
@@ -94,21 +93,23 @@ def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) ->
     FAILED status would make Hydra's sweeper raise once every job is done, and skip the plots)."""
     import ray
 
+    # imported now: Hydra's plugin scan may have run this module with its own copy of that one
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures
+
     name = f"{num} ({','.join(filter_overrides(overrides))})"
     try:
         ret = ray.get(task)
+        if ret.status is JobStatus.FAILED:  # raised past task()'s own report
+            line = f"{name}: {type(ret._return_value).__name__}: {ret._return_value}"
+        else:
+            line = ret.return_value  # the line task() printed there, on the node
     except ray.exceptions.RayError as error:  # its worker or its node died
         line = f"{name}: its Ray task failed: {type(error).__name__}: {_first_line(error)}"
+    if line:
         print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
+        failures.append(line)
         ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
         ret.return_value = line
-    if ret.status is JobStatus.FAILED:  # raised past task()'s own report
-        line = f"{name}: {type(ret._return_value).__name__}: {ret._return_value}"
-        print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
-        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-        ret.return_value = line
-    if ret.return_value:  # the line task() printed, or one of the two above
-        failures.append(ret.return_value)
     summary = _summary(job_dir)
     status = summary.get("status", "failed") if not ret.return_value else "failed"
     where = f" on {summary['host']}" if "host" in summary else ""
