@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT, run_cli
 from test_launcher import FAIL_AND_DIE
 
+from xorrelu import resume
+
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the [ray] extra")
 pytestmark = pytest.mark.slow
 
@@ -157,3 +159,37 @@ def test_an_address_with_no_cluster_is_refused_before_anything_is_written(tmp_pa
         f"(hydra.launcher.ray.init.address=127.0.0.1:{port}): "
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_signal_cancels_the_sweep_and_resume_finishes_the_jobs_that_ran(cluster, tmp_path):
+    """Ctrl-C: queued jobs never start; running ones stop at a step, save, and resume goes on."""
+    long = ["seed=0,1,2,3", "steps=6000", "replicas=4", "log_every=7", "plot=false"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xorrelu", *long, "hydra.sweep.dir=sweep", "hydra/launcher=ray"]
+        + [f"hydra.launcher.ray.init.address={cluster}", "--multirun"],
+        cwd=tmp_path,
+        env={**os.environ, **LOCAL_ONLY},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sweep = tmp_path / "sweep"
+    deadline = time.monotonic() + 120
+    while len(list(sweep.glob("*/checkpoint.pt"))) < 1:  # training, and saved once
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    ran = sorted(job for job in sweep.iterdir() if (job / "summary.json").is_file())
+    assert ran and len(ran) < 4  # the queued ones never started
+    for job in ran:
+        record = summary(job)
+        assert record["status"] in ("interrupted", "completed"), record
+        assert (job / "checkpoint.pt").is_file()
+    assert any(summary(job)["status"] == "interrupted" for job in ran)
+    assert resume.main([str(sweep)]) == 0
+    for job in ran:
+        assert summary(job)["status"] == "completed"
+        assert len(pd.read_csv(job / "metrics.csv")) > 0
