@@ -148,16 +148,34 @@ def test_a_failing_job_and_a_dead_worker_leave_the_others_to_complete(cluster, t
     assert sorted(pd.read_csv(sweep / "plots" / "summary.csv").depth) == [1, 4]
 
 
-def test_an_address_with_no_cluster_is_refused_before_anything_is_written(tmp_path):
-    port = _free_port()  # nothing listens there
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "depth=3",
+            "cannot connect to the Ray cluster (hydra.launcher.ray.init.address=127.0.0.1:",
+        ),
+        (
+            "hydra.launcher.ray.remote.num_cpus=0",
+            "hydra.launcher.ray.remote.num_cpus=0: a number >= 1",
+        ),
+        (
+            "+hydra.launcher.ray.remote.num_cpu=2",
+            "hydra.launcher.ray.remote: Invalid option keyword num_cpu",
+        ),
+    ],
+    ids=["no cluster there", "num_cpus=0", "a misspelt option"],
+)
+def test_a_wrong_launcher_setting_is_refused_before_anything_is_written(
+    tmp_path, override, message
+):
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     proc = run_ray(
-        "depth=1,2", "steps=30", "hydra.sweep.dir=sweep", cluster=f"127.0.0.1:{port}", cwd=tmp_path
+        "depth=1,2", "steps=30", override, "hydra.sweep.dir=sweep", cluster=address, cwd=tmp_path
     )
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[-1].startswith(
-        f"xorrelu: error: cannot connect to the Ray cluster "
-        f"(hydra.launcher.ray.init.address=127.0.0.1:{port}): "
-    )
+    assert proc.stderr.splitlines()[-1].startswith(f"xorrelu: error: {message}"), proc.stderr
+    assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -240,6 +240,10 @@ def _connect_ray(ray_cfg) -> None:
             f"hydra.launcher.ray.remote.num_cpus={num_cpus!r}: a number >= 1 "
             "(the cores a job uses, its torch threads with threads=0)"
         )
+    try:  # Ray checks the options' names and values as it wraps a function
+        ray.remote(**OmegaConf.to_container(ray_cfg.remote, resolve=True))(_job)
+    except Exception as error:  # noqa: BLE001
+        raise Refused(f"hydra.launcher.ray.remote: {one_line(error)}") from None
     init = OmegaConf.to_container(ray_cfg.init, resolve=True)
     given = init.get("address")
     try:
@@ -254,6 +258,10 @@ def _connect_ray(ray_cfg) -> None:
             f"{one_line(error)}; start one with `ray start --head`, or "
             "give its address in RAY_ADDRESS or hydra.launcher.ray.init.address=HOST:PORT"
         ) from None
+
+
+def _job() -> None:
+    """What _connect_ray wraps to have Ray check the sweep's ray.remote options."""
 
 
 class _Composer:
