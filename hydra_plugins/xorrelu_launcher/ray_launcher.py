@@ -83,7 +83,8 @@ class RayLauncher(Launcher):
             with signals.mode("hold"):
                 for task in pending:
                     ray.cancel(task)
-                ray.wait(list(pending), num_returns=len(pending))
+                if pending:
+                    ray.wait(list(pending), num_returns=len(pending))
             raise
         return [returns[num] for num in sorted(returns)]
 
