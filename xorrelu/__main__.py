@@ -95,19 +95,31 @@ def _write_summary(cfg, out_dir: Path, record: dict) -> None:
 
 def job_threads(threads: int, launcher) -> int:
     """threads=0 shares the cores among the jobs a launcher runs at once (xorrelu's and joblib's
-    n_jobs, submitit's cpus_per_task), so that jobs x threads never exceeds the cores; 0 = leave
-    it. xorrelu's launcher writes the number it runs at once into n_jobs ("auto" only when it
-    runs the jobs one after another in this process)."""
+    n_jobs, submitit's cpus_per_task, the CPUs Ray gave the job), so that jobs x threads never
+    exceeds the cores; 0 = leave it. xorrelu's launcher writes the number it runs at once into
+    n_jobs ("auto" only when it runs the jobs one after another in this process)."""
     if threads > 0:
         return threads
     cores = os.cpu_count() or 1
     if launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
+    if launcher.get("ray") is not None:
+        return _ray_cpus()
     n_jobs = launcher.get("n_jobs")
     if n_jobs and n_jobs != "auto":
         parallel = cores if n_jobs < 0 else min(n_jobs, cores)
         return max(1, cores // parallel)
     return 0
+
+
+def _ray_cpus() -> int:
+    """The CPUs Ray assigned to this task (its ray.remote num_cpus; 1 unless asked otherwise),
+    at least one thread."""
+    import ray
+
+    if not ray.is_initialized():  # not in a Ray task (the config alone, outside a sweep)
+        return 0
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
 def _holds_results(job_dir: Path) -> bool:
@@ -137,16 +149,18 @@ def _run_hydra(argv: list[str]) -> None:
 
 
 def _register_launcher() -> None:
-    """hydra/launcher=local and slurm: Hydra finds plugins by listing the hydra_plugins
+    """hydra/launcher=local, =slurm and =ray: Hydra finds plugins by listing the hydra_plugins
     namespace, which an editable install (setuptools >= 64) hides from it (hydra issue #2359):
     name them here (slurm's only with the [slurm] extra, without which it is no launcher)."""
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
 
+    from hydra_plugins.xorrelu_launcher.ray_launcher import RayLauncher
     from hydra_plugins.xorrelu_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import LocalLauncher
 
     Plugins.instance().register(LocalLauncher)
+    Plugins.instance().register(RayLauncher)
     if issubclass(SlurmLauncher, Launcher):
         Plugins.instance().register(SlurmLauncher)
 

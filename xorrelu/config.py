@@ -217,11 +217,45 @@ class Config:
     )
 
 
+@dataclass
+class RayConf:
+    # ray.init's arguments: auto = the cluster in RAY_ADDRESS, else the one `ray start` made on
+    # this machine (never a private one started here); object_store_memory is the cluster's; the
+    # jobs' output goes to their xorrelu.log, not to this console
+    init: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {
+            "address": "auto",
+            "object_store_memory": None,
+            "log_to_driver": False,
+        }
+    )
+    # ray.remote's options for each job: num_cpus = cores per job = torch threads (threads=0);
+    # max_retries 0: a job whose worker died is reported, not rerun into its own results
+    remote: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"num_cpus": 1, "max_retries": 0}
+    )
+
+
+@dataclass
+class RayLauncherConf:
+    """hydra/launcher=ray (pip install 'xorrelu[ray]'): every sweep job a task on a Ray cluster
+    (hydra_plugins/xorrelu_launcher/ray_launcher.py)."""
+
+    _target_: str = "hydra_plugins.xorrelu_launcher.ray_launcher.RayLauncher"
+    ray: RayConf = dataclasses.field(default_factory=RayConf)
+
+
 def register_configs() -> None:
     """Store the schemas; conf/<group>/<name>.yaml extends
-    /schema/<group>/<kind> in its defaults."""
+    /schema/<group>/<kind> in its defaults. hydra/launcher=ray replaces hydra-ray-launcher's own
+    `ray`, which its plugin stores when Hydra scans the plugins: scan them first (a ray.yaml in
+    conf/ would be merged into that one, with a deprecation warning at every start)."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
     cs = ConfigStore.instance()
     cs.store(name="schema_config", node=Config)
+    cs.store(group="hydra/launcher", name="ray", node=RayLauncherConf, provider="xorrelu")
     schemas = {
         "activation": {
             "activation": ActivationConf,

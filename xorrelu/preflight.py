@@ -15,6 +15,7 @@ import errno
 import io
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def check(argv: list[str], config_path: str) -> Plan:
         return Plan(argv, 1)
     jobs, base = _compose_all(args.overrides, args.multirun, config_path)
     out_dir = _resolve_dir(base, key)
+    if args.multirun and _is_remote(base):  # a relative dir would be relative to each node's cwd
+        out_dir = out_dir.absolute()
     _check_dir(out_dir, key, args.multirun)
     _make_dir(out_dir, key)
     kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
@@ -173,6 +176,8 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
                     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import check_n_jobs
 
                     check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))
+                if launcher.endswith("xorrelu_launcher.ray_launcher.RayLauncher"):
+                    _connect_ray(base.hydra.launcher.ray)
                 if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
                     jobs = [fixed]
                 else:
@@ -183,7 +188,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
                 launcher = ""
         except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
             raise Refused(one_line(error, None, every_line=True)) from None
-        check_memory = not any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
+        check_memory = not (multirun and _is_remote(base))
         compose_job = _Composer(parser, GlobalHydra.instance().hydra.config_loader.list_groups(""))
         swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1]
         for number, job in enumerate(jobs):
@@ -204,6 +209,59 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
             except Exception as error:  # noqa: BLE001
                 raise Refused(where + one_line(error, None, every_line=True)) from None
     return jobs, base
+
+
+def _is_remote(base) -> bool:
+    """The sweep's launcher runs its jobs on other machines (see REMOTE_LAUNCHERS)."""
+    from omegaconf import OmegaConf
+
+    launcher = OmegaConf.select(base, "hydra.launcher._target_", default="") or ""
+    return any(name in launcher.lower() for name in REMOTE_LAUNCHERS)
+
+
+def _connect_ray(ray_cfg) -> None:
+    """hydra/launcher=ray: Ray installed here, whole CPUs per job, and the cluster connected to
+    now (the launcher goes on with this connection), so that a wrong address is refused before
+    anything is written; an address nothing answers at would have Ray retry for ever."""
+    from omegaconf import OmegaConf
+
+    try:
+        import ray
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError as error:
+        raise Refused(
+            f"hydra/launcher=ray needs Ray ({error}): pip install 'xorrelu[ray]'"
+        ) from None
+    num_cpus = OmegaConf.select(ray_cfg, "remote.num_cpus")
+    if num_cpus is not None and not (
+        isinstance(num_cpus, (int, float)) and not isinstance(num_cpus, bool) and num_cpus >= 1
+    ):
+        raise Refused(
+            f"hydra.launcher.ray.remote.num_cpus={num_cpus!r}: a number >= 1 "
+            "(the cores a job uses, its torch threads with threads=0)"
+        )
+    try:  # Ray checks the options' names and values as it wraps a function
+        ray.remote(**OmegaConf.to_container(ray_cfg.remote, resolve=True))(_job)
+    except Exception as error:  # noqa: BLE001
+        raise Refused(f"hydra.launcher.ray.remote: {one_line(error)}") from None
+    init = OmegaConf.to_container(ray_cfg.init, resolve=True)
+    given = init.get("address")
+    try:
+        address = given if "://" in str(given) else canonicalize_bootstrap_address(given)
+        if address and "://" not in address:
+            host, port = address.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=10).close()
+        ray.init(**init)
+    except Exception as error:  # noqa: BLE001 — Ray's reasons, in one line
+        raise Refused(
+            f"cannot connect to the Ray cluster (hydra.launcher.ray.init.address={given}): "
+            f"{one_line(error)}; start one with `ray start --head`, or "
+            "give its address in RAY_ADDRESS or hydra.launcher.ray.init.address=HOST:PORT"
+        ) from None
+
+
+def _job() -> None:
+    """What _connect_ray wraps to have Ray check the sweep's ray.remote options."""
 
 
 class _Composer:

@@ -1,0 +1,129 @@
+"""hydra/launcher=ray (pip install 'xorrelu[ray]'): every job of a sweep is a Ray task on a
+running Ray cluster, started the way hydra-ray-launcher starts them (its ray.init and ray.remote
+options, its task wrapper); Ray queues the tasks and runs as many at once as its CPUs allow.
+
+What it adds to hydra-ray-launcher, whose launcher waits for the jobs in order and ends the
+whole sweep at the first task that dies:
+
+- each job's end is collected as it comes: a job whose Ray worker died (killed for memory, its
+  node lost) fails alone, the sweep goes on to its plots, and `python -m xorrelu` names it at the
+  end and exits 1;
+- one console line per finished job, with the node it ran on (its summary.json says it too);
+- a stop signal (Ctrl-C, SIGTERM) cancels the sweep's tasks: queued jobs never start, running
+  ones stop at their next step and save a checkpoint; `python -m xorrelu.resume SWEEP_DIR`
+  finishes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, open_dict
+
+from xorrelu import signals
+
+log = logging.getLogger(__name__)
+
+
+class RayLauncher(Launcher):
+    def __init__(self, ray: DictConfig) -> None:
+        self.ray_cfg = ray
+        self.config = self.hydra_context = self.task_function = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import ray
+        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        start_ray(self.ray_cfg.init)
+        log.info(
+            f"Launching {len(job_overrides)} jobs on the Ray cluster at "
+            f"{ray.get_runtime_context().gcs_address} ({ray.cluster_resources().get('CPU', 0):g} "
+            f"CPUs, {self.ray_cfg.remote.get('num_cpus', 1)} a job): {sweep_dir}"
+        )
+        total, pending = len(job_overrides), {}
+        for num, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = num
+                sweep_config.hydra.job.num = num
+            task = launch_job_on_ray(
+                self.hydra_context,
+                self.ray_cfg.remote,
+                sweep_config,
+                self.task_function,
+                Singleton.get_state(),
+            )
+            job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+            pending[task] = (num, overrides, job_dir)
+        returns = {}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                num, overrides, job_dir = pending.pop(done[0])
+                returns[num] = _collect(done[0], num, overrides, job_dir, len(returns), total)
+        except KeyboardInterrupt:  # a stop signal: no new job, the running ones save and stop
+            with signals.mode("hold"):
+                for task in pending:
+                    ray.cancel(task)
+                if pending:
+                    ray.wait(list(pending), num_returns=len(pending))
+            raise
+        return [returns[num] for num in sorted(returns)]
+
+
+def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) -> JobReturn:
+    """The job's JobReturn, a failed one as a COMPLETED return holding the failure's line (a
+    FAILED status would make Hydra's sweeper raise once every job is done, and skip the plots)."""
+    import ray
+
+    # imported now: Hydra's plugin scan may have run this module with its own copy of that one
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures
+
+    name = f"{num} ({','.join(filter_overrides(overrides))})"
+    try:
+        ret = ray.get(task)
+        if ret.status is JobStatus.FAILED:  # raised past task()'s own report
+            line = f"{name}: {type(ret._return_value).__name__}: {ret._return_value}"
+        else:
+            line = ret.return_value  # the line task() printed there, on the node
+    except ray.exceptions.RayError as error:  # its worker or its node died
+        line = f"{name}: its Ray task failed: {type(error).__name__}: {_first_line(error)}"
+    if line:
+        print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
+        failures.append(line)
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        ret.return_value = line
+    summary = _summary(job_dir)
+    status = summary.get("status", "failed") if not ret.return_value else "failed"
+    where = f" on {summary['host']}" if "host" in summary else ""
+    print(f"[{done + 1}/{total}] job {name} {status}{where}", flush=True)
+    return ret
+
+
+def _summary(job_dir: Path) -> dict:
+    try:
+        return json.loads((job_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
