@@ -20,15 +20,16 @@ _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`
 
 
-def task(cfg) -> str | None:
+def task(cfg) -> float | None:
     """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep.
-    Returns the failure's line (None when the job completed): xorrelu's launcher hands it back
-    from its worker processes with the job's JobReturn."""
+    Returns the job's objective (config.Objective) for a searching sweeper, None when the job
+    failed: Optuna records that trial as failed and the study goes on. A failure is told by the
+    job's summary.json (status, error), which xorrelu's launcher reads for its workers' jobs."""
     from hydra.core.hydra_config import HydraConfig
 
     from xorrelu.config import ConfigError, validate
     from xorrelu.files import JobDirBusy
-    from xorrelu.jobdir import JobDirError
+    from xorrelu.jobdir import JobDirError, read_summary
     from xorrelu.process import use_threads
     from xorrelu.train import train
 
@@ -38,7 +39,7 @@ def task(cfg) -> str | None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
     name = f"{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})" if multirun else str(out_dir)
-    failure = None
+    summary = None
     try:
         validate(cfg)  # again, on the node that runs it: free memory and devices are its own
         if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
@@ -48,7 +49,9 @@ def task(cfg) -> str | None:
             if prepared:
                 cfg, checkpoint = prepared
                 use_threads(checkpoint["threads"])
-                train(cfg, out_dir, checkpoint=checkpoint)
+                summary = train(cfg, out_dir, checkpoint=checkpoint)
+            else:  # it had completed before the requeue
+                summary = read_summary(out_dir)
         elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
             raise JobDirBusy(
                 f"{out_dir} already holds results; resume it with: "
@@ -56,7 +59,7 @@ def task(cfg) -> str | None:
             )
         else:
             use_threads(job_threads(cfg.threads, hydra_cfg.launcher))
-            train(cfg, out_dir)
+            summary = train(cfg, out_dir)
     except signals.Interrupted as stop:
         if not (out_dir / "summary.json").exists():  # stopped before training began
             _write_summary(cfg, out_dir, {"status": "interrupted", "error": str(stop)})
@@ -68,13 +71,21 @@ def task(cfg) -> str | None:
             else f"{type(error).__name__}: {error}"
         )
         print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr, flush=True)
-        failure = f"{name}: {reason}"
-        _failures.append(failure)
+        _failures.append(f"{name}: {reason}")
         if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
             _write_summary(cfg, out_dir, {"status": "failed", "error": reason})
     if signals.pending():  # a stop signal arrived while the job was saving its results
         raise signals.Interrupted(signals.take_pending())
-    return failure
+    return _objective(cfg, summary)
+
+
+def _objective(cfg, summary: dict | None) -> float | None:
+    """The completed job's config.objective over its replicas; None for a job that failed."""
+    from xorrelu.stats import objective_value
+
+    if not summary or summary.get("status") != "completed":
+        return None
+    return objective_value(summary["replicas"], cfg.objective)
 
 
 def _write_summary(cfg, out_dir: Path, record: dict) -> None:
