@@ -154,26 +154,29 @@ def _run_hydra(argv: list[str]) -> None:
     from xorrelu.config import register_configs
 
     register_configs()
-    _register_launcher()
+    _register_plugins()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)()
 
 
-def _register_launcher() -> None:
-    """hydra/launcher=local, =slurm and =ray: Hydra finds plugins by listing the hydra_plugins
-    namespace, which an editable install (setuptools >= 64) hides from it (hydra issue #2359):
-    name them here (slurm's only with the [slurm] extra, without which it is no launcher)."""
+def _register_plugins() -> None:
+    """hydra/launcher=local, =slurm and =ray, hydra/sweeper=search: Hydra finds plugins by listing
+    the hydra_plugins namespace, which an editable install (setuptools >= 64) hides from it (hydra
+    issue #2359): name them here (slurm's only with the [slurm] extra, without which it is no
+    launcher)."""
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
 
     from hydra_plugins.xorrelu_launcher.ray_launcher import RayLauncher
     from hydra_plugins.xorrelu_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import LocalLauncher
+    from hydra_plugins.xorrelu_search.xorrelu_search import SearchSweeper
 
     Plugins.instance().register(LocalLauncher)
     Plugins.instance().register(RayLauncher)
     if issubclass(SlurmLauncher, Launcher):
         Plugins.instance().register(SlurmLauncher)
+    Plugins.instance().register(SearchSweeper)
 
 
 def run(argv: list[str]) -> int:
