@@ -23,8 +23,10 @@ _started = False  # Hydra handed a job to `task`
 def task(cfg) -> float | None:
     """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep.
     Returns the job's objective (config.Objective) for a searching sweeper, None when the job
-    failed: Optuna records that trial as failed and the study goes on. A failure is told by the
-    job's summary.json (status, error), which xorrelu's launcher reads for its workers' jobs."""
+    failed: Optuna records that trial as failed and the study goes on (a NaN would end it: the
+    Optuna sweeper 1.3.0 tells optuna 2.10 a FAILED trial with the NaN attached, which raises).
+    A failure is told by the job's summary.json (status, error), which xorrelu's launcher reads
+    for its workers' jobs."""
     from hydra.core.hydra_config import HydraConfig
 
     from xorrelu.config import ConfigError, validate

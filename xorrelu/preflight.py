@@ -2,6 +2,8 @@
 nothing: Hydra makes the job dir, opens the log and writes `.hydra/*.yaml` before the task runs.
 
 - every job of a sweep is composed and range-checked (one line names the bad job's overrides);
+  a study (hydra/sweeper=search or optuna), whose values are chosen as it goes, has its fixed
+  job checked so, its direction matched to the objective, and each searched key composed once;
 - the run or sweep dir is resolved once (its `${now:...}` included) and handed to Hydra as an
   override, so the dir checked is the dir written;
 - a dir that already holds results is refused (resume it instead), and so is a dir that cannot

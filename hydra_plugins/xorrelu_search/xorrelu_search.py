@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
@@ -50,11 +51,11 @@ class SearchSweeper(Sweeper):
             self.study.sweep(arguments)
         except ValueError:  # Optuna has no best trial when none completed: said below
             ran = self.trials.jobs
-            if len(ran) < self.study.n_trials or any(_finite(ret) for _, ret in ran):
+            if len(ran) < self.study.n_trials or any(_valued(ret) for _, ret in ran):
                 raise
         config = self.study.config
         objective = Objective(config.objective)
-        done = [(overrides, ret) for overrides, ret in self.trials.jobs if _finite(ret)]
+        done = [(overrides, ret) for overrides, ret in self.trials.jobs if _valued(ret)]
         if not done:
             log.error("search: no trial completed, so there is nothing to re-run")
             return
@@ -91,10 +92,10 @@ class _Recorder:
         return returns
 
 
-def _finite(ret) -> bool:
-    """A trial that returned a number."""
-    value = ret.return_value if ret.status.name == "COMPLETED" else None
-    return isinstance(value, float) and math.isfinite(value)
+def _valued(ret) -> bool:
+    """A trial whose job returned a number (a failed one returns None)."""
+    value = ret.return_value if ret.status is JobStatus.COMPLETED else None
+    return isinstance(value, float) and not math.isnan(value)
 
 
 def _job(overrides: list[str], ret, objective: Objective, sweep_dir: Path) -> dict:
