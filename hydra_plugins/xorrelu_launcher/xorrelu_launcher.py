@@ -224,6 +224,8 @@ class _Progress:
 
     def job_ended(self, num, overrides, began, kind, ret, out_dir) -> None:
         """kind: done (its summary says how), died (its worker), interrupted."""
+        from xorrelu.jobdir import job_failure
+
         now = time.monotonic()
         self.done += 1
         summary = _summary(out_dir)
@@ -232,12 +234,8 @@ class _Progress:
             failure = ret.died
         elif kind == "done" and ret.status is not JobStatus.COMPLETED:  # raised past task()
             failure = str(ret._return_value)
-        elif kind == "done" and (summary or {}).get("status") != "completed":
-            failure = (
-                (summary.get("error") or summary.get("status"))
-                if summary
-                else "it left no readable summary.json"
-            )
+        elif kind == "done":
+            failure = job_failure(Path(out_dir))
         elif kind == "interrupted" and not signals.pending():  # a signal to its worker alone
             failure = "interrupted"  # the sweep goes on
         if failure is not None:
