@@ -35,6 +35,8 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     assert (site / "xorrelu" / "conf" / "hydra" / "launcher" / "local.yaml").is_file()
     # the default launcher, in the namespace Hydra instantiates launchers from (no __init__.py)
     assert (site / "hydra_plugins" / "xorrelu_launcher" / "xorrelu_launcher.py").is_file()
+    assert (site / "hydra_plugins" / "xorrelu_search" / "xorrelu_search.py").is_file()
+    assert (site / "xorrelu" / "conf" / "hydra" / "sweeper" / "search.yaml").is_file()
     assert not (site / "hydra_plugins" / "__init__.py").exists()
     # every subpackage is installed (the venv's editable finder would hide a missing one)
     for package in sorted((ROOT / "xorrelu").rglob("__init__.py")):

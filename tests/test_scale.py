@@ -90,7 +90,9 @@ PRESETS = {  # preset: (jobs, keys that vary)
     "noise": (6, ["dataset.noise"]),
     "batch": (3, ["batch_size"]),
     "l2_overfit": (6, ["regularization.rate"]),
+    "search_relu": (3, ["init.bound", "optimizer.lr"]),  # 2 trials, then the re-run
 }
+TINY = {"search_relu": ["hydra.sweeper.n_trials=2"]}  # a study's size is its own key
 
 
 def test_every_preset_file_is_known_here():
@@ -103,6 +105,7 @@ def test_each_preset_sweeps_and_plots_at_a_tiny_budget(tmp_path, preset):
     jobs, keys = PRESETS[preset]
     proc = run_cli(
         f"experiment={preset}",
+        *TINY.get(preset, []),
         "steps=3",
         "replicas=2",
         "log_every=1",

@@ -20,15 +20,18 @@ _failures: list[str] = []  # jobs of this process that failed, one line each
 _started = False  # Hydra handed a job to `task`
 
 
-def task(cfg) -> str | None:
+def task(cfg) -> float | None:
     """One job, as Hydra calls it: check, train, and report a failure without stopping a sweep.
-    Returns the failure's line (None when the job completed): xorrelu's launcher hands it back
-    from its worker processes with the job's JobReturn."""
+    Returns the job's objective (config.Objective) for a searching sweeper, None when the job
+    failed: Optuna records that trial as failed and the study goes on (a NaN would end it: the
+    Optuna sweeper 1.3.0 tells optuna 2.10 a FAILED trial with the NaN attached, which raises).
+    A failure is told by the job's summary.json (status, error), which xorrelu's launcher reads
+    for its workers' jobs."""
     from hydra.core.hydra_config import HydraConfig
 
     from xorrelu.config import ConfigError, validate
     from xorrelu.files import JobDirBusy
-    from xorrelu.jobdir import JobDirError
+    from xorrelu.jobdir import JobDirError, read_summary
     from xorrelu.process import use_threads
     from xorrelu.train import train
 
@@ -38,7 +41,7 @@ def task(cfg) -> str | None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
     name = f"{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})" if multirun else str(out_dir)
-    failure = None
+    summary = None
     try:
         validate(cfg)  # again, on the node that runs it: free memory and devices are its own
         if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
@@ -48,7 +51,9 @@ def task(cfg) -> str | None:
             if prepared:
                 cfg, checkpoint = prepared
                 use_threads(checkpoint["threads"])
-                train(cfg, out_dir, checkpoint=checkpoint)
+                summary = train(cfg, out_dir, checkpoint=checkpoint)
+            else:  # it had completed before the requeue
+                summary = read_summary(out_dir)
         elif _holds_results(out_dir):  # nothing else ever runs into a dir with results
             raise JobDirBusy(
                 f"{out_dir} already holds results; resume it with: "
@@ -56,7 +61,7 @@ def task(cfg) -> str | None:
             )
         else:
             use_threads(job_threads(cfg.threads, hydra_cfg.launcher))
-            train(cfg, out_dir)
+            summary = train(cfg, out_dir)
     except signals.Interrupted as stop:
         if not (out_dir / "summary.json").exists():  # stopped before training began
             _write_summary(cfg, out_dir, {"status": "interrupted", "error": str(stop)})
@@ -68,13 +73,21 @@ def task(cfg) -> str | None:
             else f"{type(error).__name__}: {error}"
         )
         print(f"xorrelu: error: job {name} failed: {reason}", file=sys.stderr, flush=True)
-        failure = f"{name}: {reason}"
-        _failures.append(failure)
+        _failures.append(f"{name}: {reason}")
         if not (out_dir / "summary.json").exists():  # failed before train() wrote its summary
             _write_summary(cfg, out_dir, {"status": "failed", "error": reason})
     if signals.pending():  # a stop signal arrived while the job was saving its results
         raise signals.Interrupted(signals.take_pending())
-    return failure
+    return _objective(cfg, summary)
+
+
+def _objective(cfg, summary: dict | None) -> float | None:
+    """The completed job's config.objective over its replicas; None for a job that failed."""
+    from xorrelu.stats import objective_value
+
+    if not summary or summary.get("status") != "completed":
+        return None
+    return objective_value(summary["replicas"], cfg.objective)
 
 
 def _write_summary(cfg, out_dir: Path, record: dict) -> None:
@@ -143,26 +156,29 @@ def _run_hydra(argv: list[str]) -> None:
     from xorrelu.config import register_configs
 
     register_configs()
-    _register_launcher()
+    _register_plugins()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)()
 
 
-def _register_launcher() -> None:
-    """hydra/launcher=local, =slurm and =ray: Hydra finds plugins by listing the hydra_plugins
-    namespace, which an editable install (setuptools >= 64) hides from it (hydra issue #2359):
-    name them here (slurm's only with the [slurm] extra, without which it is no launcher)."""
+def _register_plugins() -> None:
+    """hydra/launcher=local, =slurm and =ray, hydra/sweeper=search: Hydra finds plugins by listing
+    the hydra_plugins namespace, which an editable install (setuptools >= 64) hides from it (hydra
+    issue #2359): name them here (slurm's only with the [slurm] extra, without which it is no
+    launcher)."""
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
 
     from hydra_plugins.xorrelu_launcher.ray_launcher import RayLauncher
     from hydra_plugins.xorrelu_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import LocalLauncher
+    from hydra_plugins.xorrelu_search.xorrelu_search import SearchSweeper
 
     Plugins.instance().register(LocalLauncher)
     Plugins.instance().register(RayLauncher)
     if issubclass(SlurmLauncher, Launcher):
         Plugins.instance().register(SlurmLauncher)
+    Plugins.instance().register(SearchSweeper)
 
 
 def run(argv: list[str]) -> int:

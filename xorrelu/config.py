@@ -34,6 +34,7 @@ ADDED_LATER = {
     "batch_size": None,
     "regularization": {"name": "none"},
     "dataset": {"features": None, "test_fraction": 0.0, "solved_accuracy": 1.0, "solved_cost": 0.1},
+    "objective": "solved_rate",
 }
 
 
@@ -183,6 +184,19 @@ class Device(Enum):
     cuda = "cuda"
 
 
+class Objective(Enum):
+    """The number a job returns to a searching sweeper (hydra/sweeper=search), over its replicas,
+    measured where *solved* is (the test split when there is one, else the training points)."""
+
+    solved_rate = "solved_rate"  # solved replicas / replicas: maximize
+    mean_accuracy = "mean_accuracy"  # mean final accuracy, a diverged replica counting 0: maximize
+    median_cost = "median_cost"  # median final cost, a diverged replica counting inf: minimize
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self is Objective.median_cost else "maximize"
+
+
 @dataclass
 class Config:
     activation: ActivationConf = MISSING  # hidden-layer non-linearity (group conf/activation)
@@ -211,6 +225,8 @@ class Config:
     threads: int = (
         0  # torch threads per job; 0 = the cores shared among the jobs a launcher runs at once
     )
+    # what a job returns to a searching sweeper: solved_rate | mean_accuracy | median_cost
+    objective: Objective = Objective.solved_rate
     plot: bool = True  # write comparison plots and summary tables into the run dir when it ends
     tensorboard: bool = (
         False  # also log scalars and weight histograms for TensorBoard (extra [tensorboard])
@@ -493,4 +509,12 @@ def _refuse_unknown_keys(node: DictConfig, prefix: str) -> None:
             _refuse_unknown_keys(child, f"{prefix}{key}.")
 
 
-__all__ = ["Config", "ConfigError", "Device", "check_dataset", "register_configs", "validate"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Device",
+    "Objective",
+    "check_dataset",
+    "register_configs",
+    "validate",
+]

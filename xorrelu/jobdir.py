@@ -317,6 +317,20 @@ def read_summary(job_dir: Path) -> dict | None:
     return summary
 
 
+def job_failure(job_dir: Path) -> str | None:
+    """Why a job that has ended did not complete, from its summary.json: its error, else its
+    status; None when it completed. The launchers' one reading (a job returns its objective)."""
+    try:
+        summary = read_summary(Path(job_dir))
+    except JobDirError as error:
+        return str(error)
+    if summary is None:
+        return "it left no summary.json"
+    if summary.get("status") == "completed":
+        return None
+    return summary.get("error") or summary.get("status")
+
+
 def _check_summary(path: Path, summary) -> None:
     if not isinstance(summary, dict):
         raise Problem(path, "summary-object", summary)

@@ -2,6 +2,8 @@
 nothing: Hydra makes the job dir, opens the log and writes `.hydra/*.yaml` before the task runs.
 
 - every job of a sweep is composed and range-checked (one line names the bad job's overrides);
+  a study (hydra/sweeper=search or optuna), whose values are chosen as it goes, has its fixed
+  job checked so, its direction matched to the objective, and each searched key composed once;
 - the run or sweep dir is resolved once (its `${now:...}` included) and handed to Hydra as an
   override, so the dir checked is the dir written;
 - a dir that already holds results is refused (resume it instead), and so is a dir that cannot
@@ -178,14 +180,16 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
                     check_n_jobs(OmegaConf.select(base, "hydra.launcher.n_jobs"))
                 if launcher.endswith("xorrelu_launcher.ray_launcher.RayLauncher"):
                     _connect_ray(base.hydra.launcher.ray)
-                if "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
+                if _searches(sweeper):
+                    jobs, searched = _search_jobs(parser, base, overrides)
+                elif "BasicSweeper" not in sweeper:  # adaptive sweepers choose values as they go
                     jobs = [fixed]
                 else:
                     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
                     arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
                     jobs = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)[0]
             else:
-                launcher = ""
+                launcher = sweeper = ""
         except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages, in one line
             raise Refused(one_line(error, None, every_line=True)) from None
         check_memory = not (multirun and _is_remote(base))
@@ -208,6 +212,8 @@ def _compose_all(overrides: list[str], multirun: bool, config_path: str):
                 raise Refused(f"{where}{error}") from None
             except Exception as error:  # noqa: BLE001
                 raise Refused(where + one_line(error, None, every_line=True)) from None
+        if _searches(sweeper):
+            _check_search(base, compose_job, jobs[0], searched)
     return jobs, base
 
 
@@ -262,6 +268,75 @@ def _connect_ray(ray_cfg) -> None:
 
 def _job() -> None:
     """What _connect_ray wraps to have Ray check the sweep's ray.remote options."""
+
+
+def _searches(sweeper: str) -> bool:
+    """hydra/sweeper=search (xorrelu's) or optuna: a study that asks each job for a number."""
+    return "xorrelu_search" in sweeper or "optuna" in sweeper.lower()
+
+
+def _search_jobs(parser, base, overrides: list[str]) -> tuple[list[list[str]], list]:
+    """The study's one fixed job (the overrides and hydra.sweeper.params that are not searched:
+    every trial has them) and the searched overrides (interval, choice, range)."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+    parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides))
+    searched = [o for o in parsed if o.is_sweep_override()]
+    return [[o.input_line for o in parsed if not o.is_sweep_override()]], searched
+
+
+def _check_search(base, compose_job, job: list[str], searched: list) -> None:
+    """The study's direction is its objective's, and each searched key takes a value of its
+    space: one (a choice each, an interval's middle) is composed with the fixed job, so that a
+    key that is not a config key, or a value of the wrong type, is refused now rather than in
+    every trial. Ranges are each trial's to check: a trial whose values validate() refuses is
+    a failed trial, and the study goes on."""
+    from omegaconf import OmegaConf
+
+    from xorrelu.config import Objective
+
+    objective = Objective(compose_job(list(job)).objective)
+    direction = OmegaConf.select(base, "hydra.sweeper.direction")
+    direction = getattr(direction, "name", direction)  # Optuna's Direction enum, or its name
+    if direction != objective.direction:
+        raise Refused(
+            f"hydra.sweeper.direction={direction} does not fit objective={objective.value}, "
+            f"which the study must {objective.direction}: set "
+            f"hydra.sweeper.direction={objective.direction}"
+        )
+    if not searched:
+        raise Refused(
+            "the study searches nothing: give hydra.sweeper.params (or key=interval(a,b), "
+            "key=choice(a,b) overrides), e.g. 'optimizer.lr=tag(log,interval(0.001,1.0))'"
+        )
+    for override in searched:
+        for value in _examples(override):
+            key = override.get_key_element()
+            try:
+                compose_job([*job, f"{key}={value}"])
+            except Exception as error:  # noqa: BLE001 — Hydra's and OmegaConf's messages
+                raise Refused(
+                    f"searched {override.input_line}: {key}={value} does not compose: "
+                    f"{one_line(error, None, every_line=True)}"
+                ) from None
+
+
+def _examples(override) -> list[str]:
+    """Values a searched override can take: each choice, a range's start, an interval's middle
+    (geometric for tag(log, ...); an interval of ints searches ints)."""
+    import math
+
+    if not override.is_interval_sweep():
+        values = list(override.sweep_string_iterator())
+        return values if override.is_choice_sweep() else values[:1]
+    interval = override.value()
+    start, end = interval.start, interval.end
+    if "log" in interval.tags and start > 0 and end > 0:
+        middle = math.sqrt(start * end)
+    else:
+        middle = (start + end) / 2
+    return [str(int(middle) if isinstance(start, int) and isinstance(end, int) else middle)]
 
 
 class _Composer:

@@ -64,6 +64,7 @@ NOT_EXPERIMENTAL = {
     "compile",
     "threads",
     "tensorboard",
+    "objective",  # what a job returns to a search, not what it trains
 }
 MAX_LISTED = 5  # skip reasons quoted in the one-line error when no job is usable
 

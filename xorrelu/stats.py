@@ -18,6 +18,20 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return float(ci.low), float(ci.high)
 
 
+def objective_value(replicas: list[dict], objective) -> float:
+    """A job's number for a searching sweeper (config.Objective), from summary.json's replicas,
+    measured where *solved* is: on the test split when the job has one."""
+    from xorrelu.config import Objective
+
+    objective = Objective(objective)
+    if objective is Objective.solved_rate:
+        return sum(r["solved"] for r in replicas) / len(replicas)
+    where = "final_test_" if "final_test_accuracy" in replicas[0] else "final_"
+    if objective is Objective.mean_accuracy:
+        return float(np.mean([0.0 if r["diverged"] else r[where + "accuracy"] for r in replicas]))
+    return float(np.median([np.inf if r["diverged"] else r[where + "cost"] for r in replicas]))
+
+
 def group_summary(replicas: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per group of replicas: solved rate with a Wilson 95% interval, median final cost
     with its IQR (diverged replicas left out and counted apart), and steps to solve. When some

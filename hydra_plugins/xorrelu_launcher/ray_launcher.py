@@ -90,29 +90,30 @@ class RayLauncher(Launcher):
 
 
 def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) -> JobReturn:
-    """The job's JobReturn, a failed one as a COMPLETED return holding the failure's line (a
-    FAILED status would make Hydra's sweeper raise once every job is done, and skip the plots)."""
+    """The job's JobReturn (its objective); a failed one as a COMPLETED return without a value
+    (a FAILED status would make Hydra's sweeper raise once every job is done, and skip the
+    plots). Whether a job failed, and why, its summary.json says (task() wrote it on the node)."""
     import ray
 
     # imported now: Hydra's plugin scan may have run this module with its own copy of that one
     from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures
+    from xorrelu.jobdir import job_failure
 
     name = f"{num} ({','.join(filter_overrides(overrides))})"
     try:
         ret = ray.get(task)
         if ret.status is JobStatus.FAILED:  # raised past task()'s own report
-            line = f"{name}: {type(ret._return_value).__name__}: {ret._return_value}"
+            failure = f"{type(ret._return_value).__name__}: {ret._return_value}"
         else:
-            line = ret.return_value  # the line task() printed there, on the node
+            failure = job_failure(job_dir)
     except ray.exceptions.RayError as error:  # its worker or its node died
-        line = f"{name}: its Ray task failed: {type(error).__name__}: {_first_line(error)}"
-    if line:
-        print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
-        failures.append(line)
+        failure = f"its Ray task failed: {type(error).__name__}: {_first_line(error)}"
+    if failure:
+        print(f"xorrelu: error: job {name}: {failure}", file=sys.stderr, flush=True)
+        failures.append(f"{name}: {failure}")
         ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-        ret.return_value = line
     summary = _summary(job_dir)
-    status = summary.get("status", "failed") if not ret.return_value else "failed"
+    status = "failed" if failure else summary.get("status", "failed")
     where = f" on {summary['host']}" if "host" in summary else ""
     print(f"[{done + 1}/{total}] job {name} {status}{where}", flush=True)
     return ret

@@ -157,9 +157,9 @@ def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -
             if not (job.paths.result_pickle.exists() or job.watcher.is_done(job.job_id)):
                 continue
             del pending[num]
-            ret = _job_return(num, job, overrides)
+            ret, failed = _job_return(num, job, overrides)
             returns[num] = ret
-            kind = "failed" if ret.return_value else "completed"
+            kind = "failed" if failed else "completed"
             print(
                 f"[{len(returns)}/{len(nums)}] job {num} ({','.join(filter_overrides(overrides))}) "
                 f"{kind}: SLURM job {job.job_id}, {time.monotonic() - start:.0f} s into the sweep",
@@ -170,22 +170,26 @@ def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -
     return [returns[num] for num in nums]
 
 
-def _job_return(num: int, job, overrides: Sequence[str]) -> JobReturn:
-    """The job's JobReturn: its own, or, for a job that failed outside xorrelu's task, one that
-    carries its failure line (a FAILED status would make Hydra's sweeper raise once every job is
+def _job_return(num: int, job, overrides: Sequence[str]) -> tuple[JobReturn, bool]:
+    """The job's JobReturn and whether it failed: its own (returning its objective; whether it
+    failed, and why, its summary.json says), or, for a job that failed outside xorrelu's task,
+    one without a value (a FAILED status would make Hydra's sweeper raise once every job is
     done, and skip the plots)."""
+    from xorrelu.jobdir import job_failure
+
     outcome = _outcome(job)
+    name = f"{num} ({','.join(filter_overrides(overrides))})"
     if isinstance(outcome, JobReturn):
-        if outcome.return_value:  # task()'s failure line, which went to the job's log
-            print(f"xorrelu: error: job {outcome.return_value}", file=sys.stderr, flush=True)
-        return outcome
-    line = (
-        f"{num} ({','.join(filter_overrides(overrides))}): {outcome}; its log: {job.paths.stderr}"
+        failure = job_failure(Path(outcome.hydra_cfg.hydra.runtime.output_dir))
+        if failure:  # task() printed it into the job's log
+            print(f"xorrelu: error: job {name}: {failure}", file=sys.stderr, flush=True)
+        return outcome, failure is not None
+    print(
+        f"xorrelu: error: job {name}: {outcome}; its log: {job.paths.stderr}",
+        file=sys.stderr,
+        flush=True,
     )
-    print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
-    failed = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    failed.return_value = line
-    return failed
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED), True
 
 
 def _outcome(job) -> JobReturn | str:

@@ -12,9 +12,10 @@ one thread each finish about twice as fast as the same two jobs one after anothe
   further job, waits for the jobs to save (checkpoint.pt, whole rows, summary "interrupted") and
   stops with the signal's exit code; `python -m xorrelu.resume SWEEP_DIR` finishes them.
   Workers are never killed.
-- A job that fails returns the line it printed (xorrelu.__main__.task), which comes back here
-  with its JobReturn and into `failures`. A worker that dies (OOM-killed) fails its job; the
-  sweep goes on in a new worker.
+- A job's JobReturn comes back with its return value (its objective, for a searching sweeper);
+  whether it failed, and why, this reads from its summary.json (xorrelu.__main__.task writes one
+  for a job that failed before training) into `failures`. A worker that dies (OOM-killed) fails
+  its job; the sweep goes on in a new worker.
 - The console shows one line per finished job with the sweep's ETA. A job's own lines go to its
   log file (xorrelu.log in its dir); its warnings and errors still reach the console.
 """
@@ -186,7 +187,7 @@ def _run(setup: tuple, n_jobs: int, queue: list) -> list[JobReturn]:
                 if worker.job is not None:  # it died in the job: killed, out of memory
                     num, overrides, began = worker.job
                     returns[num] = _died(num, overrides, worker.process.exitcode)
-                    progress.job_ended(num, overrides, began, "failed", returns[num], None)
+                    progress.job_ended(num, overrides, began, "died", returns[num], None)
                 if queue:
                     workers.append(_Worker(context, setup))
     finally:
@@ -196,18 +197,23 @@ def _run(setup: tuple, n_jobs: int, queue: list) -> list[JobReturn]:
 
 
 def _died(num: int, overrides: Sequence[str], exitcode: int | None) -> JobReturn:
-    """The JobReturn of a job whose worker died: failed, and the sweep goes on (a FAILED status
-    would make Hydra's sweeper raise once every job is done, and skip the plots)."""
+    """The JobReturn of a job whose worker died: no value (a failed trial to Optuna), and the
+    sweep goes on (a FAILED status would make Hydra's sweeper raise once every job is done, and
+    skip the plots)."""
     how = (
         f"killed by {signal.Signals(-exitcode).name}"
         if exitcode is not None and exitcode < 0
         else f"exit code {exitcode}"
     )
-    line = f"{num} ({','.join(filter_overrides(overrides))}): its worker process died ({how})"
-    print(f"xorrelu: error: job {line}", file=sys.stderr, flush=True)
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    ret.return_value = line
+    ret.return_value = None
+    ret.died = f"its worker process died ({how})"
+    print(f"xorrelu: error: job {_name(num, overrides)}: {ret.died}", file=sys.stderr, flush=True)
     return ret
+
+
+def _name(num: int, overrides: Sequence[str]) -> str:
+    return f"{num} ({','.join(filter_overrides(overrides))})"
 
 
 class _Progress:
@@ -217,35 +223,49 @@ class _Progress:
         self.total, self.done, self.start = total, 0, time.monotonic()
 
     def job_ended(self, num, overrides, began, kind, ret, out_dir) -> None:
+        """kind: done (its summary says how), died (its worker), interrupted."""
+        from xorrelu.jobdir import job_failure
+
         now = time.monotonic()
         self.done += 1
-        if ret is not None and ret.status is JobStatus.COMPLETED and ret.return_value:
-            failures.append(ret.return_value)  # the line task() printed, or _died's
-            kind = "failed"
+        summary = _summary(out_dir)
+        failure = None
+        if kind == "died":
+            failure = ret.died
+        elif kind == "done" and ret.status is not JobStatus.COMPLETED:  # raised past task()
+            failure = str(ret._return_value)
         elif kind == "done":
-            kind = "completed" if ret.status is JobStatus.COMPLETED else "failed"
-        elif not signals.pending():  # a signal sent to its worker alone: the sweep goes on
-            failures.append(f"{num} ({','.join(filter_overrides(overrides))}): interrupted")
-        detail = _detail(kind, out_dir)
+            failure = job_failure(Path(out_dir))
+        elif kind == "interrupted" and not signals.pending():  # a signal to its worker alone
+            failure = "interrupted"  # the sweep goes on
+        if failure is not None:
+            failures.append(f"{_name(num, overrides)}: {failure}")
+        if kind != "interrupted":
+            kind = "failed" if failure else "completed"
+        detail = _detail(kind, summary)
         left = self.total - self.done
         eta = ""
         if left and kind != "interrupted" and not signals.pending():
             eta = f" · sweep ETA {_duration((now - self.start) / self.done * left)}"
         print(
-            f"[{self.done}/{self.total}] job {num} ({','.join(filter_overrides(overrides))}) "
+            f"[{self.done}/{self.total}] job {_name(num, overrides)} "
             f"{kind} in {_duration(now - began)}{detail}{eta}",
             flush=True,
         )
 
 
-def _detail(kind: str, out_dir: str | None) -> str:
-    """': solved 87/100' for a completed job, ' at step 1234' for an interrupted one."""
+def _summary(out_dir: str | None) -> dict | None:
+    """The job's summary.json; None when it has none or it cannot be read."""
     from xorrelu.jobdir import JobDirError, read_summary
 
     try:
-        summary = read_summary(Path(out_dir)) if out_dir else None
+        return read_summary(Path(out_dir)) if out_dir else None
     except JobDirError:
-        return ""
+        return None
+
+
+def _detail(kind: str, summary: dict | None) -> str:
+    """': solved 87/100' for a completed job, ' at step 1234' for an interrupted one."""
     if not summary:
         return ""
     if kind == "completed" and "replicas" in summary:
