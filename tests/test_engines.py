@@ -305,7 +305,12 @@ def test_engine_choice_is_recorded(train_run):
 def test_compile_auto_compiles_only_what_pays_for_its_compile():
     """No job waits longer for a compile than it would train: the default job and every point
     of the sweep presets stay uncompiled (a compile per shape would cost more than the sweep);
-    the lesson's 200,000-step run and a 1,000-replica, 500-point run compile."""
+    the lesson's 200,000-step run and a 1,000-replica, 512-point run compile. Issue #13's
+    Playground net (circle, 1,000 replicas; benchmarks/playground_speed.md) stays uncompiled
+    for 300 steps (~12 s uncompiled against a ~16 s compile) and compiles for 2,000 (~78 s),
+    which the cost model fitted at 4 points (20 ns per replica x point x unit x layer) did not
+    tell apart (~80 s for 300 steps)."""
+    circle = ["dataset=circle", "depth=4", "width=8", "replicas=1000"]
     presets = [
         [f"experiment={name}", f"{key}={value}"]
         for name, key, values in [
@@ -323,6 +328,8 @@ def test_compile_auto_compiles_only_what_pays_for_its_compile():
         (["steps=200000", "replicas=16"], ("fused", True)),
         (["dataset=parity", "dataset.bits=9", "replicas=1000", "steps=2000"], ("fused", True)),
         (["steps=200000", "activation=prelu"], ("autograd", False)),
+        ([*circle, "steps=300"], ("autograd", False)),
+        ([*circle, "steps=2000"], ("fused", True)),
     ]:
         cfg = make_cfg(*overrides)
         data = make_dataset(cfg.dataset)
