@@ -21,7 +21,9 @@ test_fraction 0 (all 500 points trained on), this runs `engine=autograd compile=
 
 Every run is `python -m xorrelu ... plot=false hydra.run.dir=<temp dir>` in a process of its
 own, with a cold compile cache (TORCHINDUCTOR_CACHE_DIR: a new empty temp dir, removed
-afterwards) and the default threads=0 (PyTorch's default: every core), as a user runs it. The
+afterwards) and the default threads=0 (PyTorch's default: every core), as a user runs it; on a
+machine busy with other work, --threads 1 measures more steadily (two threads that wait for each
+other at every loop slow down many times when another process holds one of the cores). The
 engines alternate within a config, so a change in the machine's load falls on both; with
 --repeats N the table holds the median (and for speed the best run too). The result is written
 to benchmarks/playground_speed.md and printed.
@@ -62,7 +64,7 @@ MAX_COMPILE_S, MIN_RATIO = 30.0, 2.0
 
 
 def run(overrides: list[str], steps: int, log_every: int) -> dict:
-    """One `python -m xorrelu` job with a cold inductor cache; its summary.json."""
+    """One `python -m xorrelu OVERRIDES` job with a cold inductor cache; its summary.json."""
     tmp = Path(tempfile.mkdtemp(prefix="playground-speed-"))
     try:
         env = {
@@ -71,7 +73,6 @@ def run(overrides: list[str], steps: int, log_every: int) -> dict:
             "PYTHONPATH": str(ROOT),
         }
         args = [
-            *NET,
             *overrides,
             f"steps={steps}",
             f"log_every={log_every}",
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="0: every core (the default)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
@@ -117,7 +119,11 @@ def main() -> None:
         results: dict[str, list[dict]] = {name: [] for name in ENGINES}
         for repeat in range(args.repeats):
             for name, engine in ENGINES.items():
-                summary = run([*overrides, *engine], args.steps, args.log_every)
+                summary = run(
+                    [*NET, *overrides, *engine, f"threads={args.threads}"],
+                    args.steps,
+                    args.log_every,
+                )
                 assert summary["engine"] == name, summary["engine"]
                 assert summary["compiled"] == (name == "fused"), summary["compiled"]
                 results[name].append(summary)
@@ -149,7 +155,9 @@ def main() -> None:
         "",
         f"`{' '.join(NET)}`, steps={args.steps}, log_every={args.log_every}, each engine with "
         "the same config and cadence, each run a `python -m xorrelu` process of its own with a "
-        "cold inductor cache and threads=0 (every core). compile s: `warmup_seconds` (set-up and "
+        f"cold inductor cache and threads={args.threads}"
+        + (" (every core)" if args.threads == 0 else "")
+        + ". compile s: `warmup_seconds` (set-up and "
         "the first step, which carries the compile); model-steps/s: the steps after the first; "
         "point-steps/s: model-steps/s x **training** points (the held-out points' forward pass, "
         "which both engines run at every step, is not counted). "

@@ -14,7 +14,15 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.data import make_dataset
 from xorrelu.engines import make_engine
 from xorrelu.engines.autograd import AutogradEngine
-from xorrelu.engines.fused import MAX_POINTS_PER_SUM, FusedEngine, _sum_points
+from xorrelu.engines.fused import (
+    BLOCK_ELEMENTS,
+    COMPILED_MIN_REPLICAS,
+    EAGER_REPLICA_MULTIPLE,
+    MAX_POINTS_PER_SUM,
+    FusedEngine,
+    _sum_points,
+    replica_blocks,
+)
 from xorrelu.model import build_model
 
 FUSED_ACTIVATIONS = ACTIVATIONS.names(lambda activation: activation.fused)
@@ -204,7 +212,9 @@ def test_fused_replicas_do_not_depend_on_the_batch_size(bits, overrides):
 def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
     """Compiled, on two threads: the same, on 4 to 64 points and on 4096, where one sum over
     all the points would be shared among the threads for some batch sizes and not others
-    (this test fails so with MAX_POINTS_PER_SUM = 4096)."""
+    (this test fails so with MAX_POINTS_PER_SUM = 4096), and where 17 and 40 replicas run in
+    2 and 3 blocks of 16 (replica_blocks)."""
+    assert replica_blocks(40, 4096, True) == (48, 16)
     # two threads, with an inductor cache for two threads (xorrelu.process: kernels compiled
     # for one thread would be reused otherwise); the environment is restored afterwards
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
@@ -217,6 +227,27 @@ def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def test_compiled_replicas_run_in_blocks_that_stay_in_the_caches():
+    """Issue #13: compiled, the replicas run in blocks of one size, each within BLOCK_ELEMENTS
+    replicas x points (a block is at least one vector of replicas), in as few blocks as that
+    allows, with less than a block of padding; eager, in one block (a multiple of 64)."""
+    for replicas in [1, 3, 16, 17, 100, 1000, 10000]:
+        for points in [4, 250, 500, 4096]:
+            padded, block = replica_blocks(replicas, points, True)
+            blocks = padded // block
+            assert padded == blocks * block and 0 <= padded - replicas < block
+            assert block >= COMPILED_MIN_REPLICAS
+            assert block * points <= BLOCK_ELEMENTS or block == COMPILED_MIN_REPLICAS
+            if blocks > 1:  # whole vectors, and one block fewer would not do
+                assert block % COMPILED_MIN_REPLICAS == 0
+                wider = -(-replicas // (blocks - 1))  # the block of one block fewer
+                wider = -(-wider // COMPILED_MIN_REPLICAS) * COMPILED_MIN_REPLICAS
+                assert wider * points > BLOCK_ELEMENTS
+            padded, block = replica_blocks(replicas, points, False)
+            assert padded == block and padded % EAGER_REPLICA_MULTIPLE == 0
+    assert replica_blocks(1000, 500, True) == (1024, 32)  # issue #13's config: 32 blocks
 
 
 def test_the_compiled_graph_does_not_grow_with_the_points():
@@ -239,7 +270,8 @@ def test_the_compiled_graph_does_not_grow_with_the_points():
         torch._dynamo.reset()
         step = torch.compile(engine._step, backend=count, dynamic=False)
         with torch.no_grad():
-            step(engine.weights, engine.biases, engine.state, engine.t, True)
+            block = ([p[0] for p in ps] for ps in (engine.weights, engine.biases, engine.state))
+            step(*block, engine.t, True)
     assert sizes[4] == sizes[64] == sizes[256] and sizes[512] == sizes[4096], sizes
 
 
@@ -273,7 +305,12 @@ def test_engine_choice_is_recorded(train_run):
 def test_compile_auto_compiles_only_what_pays_for_its_compile():
     """No job waits longer for a compile than it would train: the default job and every point
     of the sweep presets stay uncompiled (a compile per shape would cost more than the sweep);
-    the lesson's 200,000-step run and a 1,000-replica, 500-point run compile."""
+    the lesson's 200,000-step run and a 1,000-replica, 512-point run compile. Issue #13's
+    Playground net (circle, 1,000 replicas; benchmarks/playground_speed.md) stays uncompiled
+    for 300 steps (~12 s uncompiled against a ~16 s compile) and compiles for 2,000 (~78 s),
+    which the cost model fitted at 4 points (20 ns per replica x point x unit x layer) did not
+    tell apart (~80 s for 300 steps)."""
+    circle = ["dataset=circle", "depth=4", "width=8", "replicas=1000"]
     presets = [
         [f"experiment={name}", f"{key}={value}"]
         for name, key, values in [
@@ -291,6 +328,8 @@ def test_compile_auto_compiles_only_what_pays_for_its_compile():
         (["steps=200000", "replicas=16"], ("fused", True)),
         (["dataset=parity", "dataset.bits=9", "replicas=1000", "steps=2000"], ("fused", True)),
         (["steps=200000", "activation=prelu"], ("autograd", False)),
+        ([*circle, "steps=300"], ("autograd", False)),
+        ([*circle, "steps=2000"], ("fused", True)),
     ]:
         cfg = make_cfg(*overrides)
         data = make_dataset(cfg.dataset)

@@ -24,13 +24,20 @@ from xorrelu.activations import ACTIVATIONS
 from xorrelu.config import EngineName
 from xorrelu.data import dataset_shape, test_points
 
-# The cost model of compile=auto, measured on a 2-core AMD EPYC with torch 2.13 (cold inductor
-# cache; benchmarks/results.md): an eager autograd step takes ~0.5 ms plus ~0.08 ms per Linear
-# layer plus ~20 ns per replica x point x unit x layer (1.4 ms at depth 10 x 100 replicas, 44 ms
-# at 10,000 replicas); compiling the fused step takes ~10 s plus ~1.1 s per layer (22 s at the
-# lesson's depth 10, 16 s at depth 4), whatever the number of points. A faster machine is
-# faster at both, so their ratio, which decides, holds roughly.
-EAGER_STEP_S, EAGER_LAYER_S, EAGER_ELEMENT_S = 0.5e-3, 0.08e-3, 20e-9
+# The cost model of compile=auto, fitted to runs on a 2-core AMD EPYC with torch 2.13 at 4
+# points and at hundreds (benchmarks/eager_cost.py and .md, within 0.74-1.09x of each run
+# there). An eager autograd step takes ~0.1 ms, plus ~0.08 ms per Linear layer, plus ~33 ns
+# per replica x unit x layer (work that does not grow with the points: the update, per-unit
+# ops), plus ~2.8 ns per replica x point x unit x layer (the points' arithmetic, in batched
+# matrix products). At the lesson's 4 points the units dominate (depth 10, width 5: 1.2 ms at
+# 100 replicas, 25 ms at 10,000); at hundreds of points the points do (depth 4, width 8,
+# 1,000 replicas: 58 ms at 500 training points, 39 ms at 250 + 250 held out). The model it
+# replaces (0.5 ms + 0.08 ms per layer + 20 ns per replica x point x unit x layer, fitted at 4
+# points) gave 1.4-1.9x these times at 4 points and 7x at 500. Compiling the fused step takes
+# ~10 s plus ~1.1 s per layer (22 s at the lesson's depth 10, 16 s at depth 4), whatever the
+# number of points. A faster machine is faster at both, so their ratio, which decides, holds
+# roughly.
+EAGER_STEP_S, EAGER_LAYER_S, EAGER_UNIT_S, EAGER_ELEMENT_S = 0.1e-3, 0.08e-3, 33e-9, 2.8e-9
 COMPILE_S, COMPILE_LAYER_S = 10.0, 1.1
 
 
@@ -101,6 +108,11 @@ def compile_estimate(cfg) -> tuple[float, float]:
     points = n_train if batch is None or batch >= n_train else n_train / 3 + batch
     points += test_points(cfg.dataset) / 3
     layers = cfg.depth + 1
-    elements = cfg.replicas * points * cfg.width * layers
-    eager_step = EAGER_STEP_S + EAGER_LAYER_S * layers + EAGER_ELEMENT_S * elements
+    units = cfg.replicas * cfg.width * layers
+    eager_step = (
+        EAGER_STEP_S
+        + EAGER_LAYER_S * layers
+        + EAGER_UNIT_S * units
+        + EAGER_ELEMENT_S * units * points
+    )
     return COMPILE_S + COMPILE_LAYER_S * layers, cfg.steps * eager_step
