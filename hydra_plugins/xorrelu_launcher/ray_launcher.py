@@ -30,6 +30,7 @@ from omegaconf import DictConfig, open_dict
 from xorrelu import signals
 
 log = logging.getLogger(__name__)
+SAVE_S = 120  # how long a stopped sweep waits for its running jobs to save
 
 
 class RayLauncher(Launcher):
@@ -84,7 +85,15 @@ class RayLauncher(Launcher):
                 for task in pending:
                     ray.cancel(task)
                 if pending:
-                    ray.wait(list(pending), num_returns=len(pending))
+                    _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=SAVE_S)
+                    for task in stuck:  # a job that cannot reach its next step: end its worker
+                        ray.cancel(task, force=True)
+                    if stuck:
+                        print(
+                            f"xorrelu: {len(stuck)} job(s) did not stop within {SAVE_S} s and "
+                            "were ended; their dirs keep what they last saved",
+                            file=sys.stderr,
+                        )
             raise
         return [returns[num] for num in sorted(returns)]
 
