@@ -229,6 +229,36 @@ def test_compiled_replicas_do_not_depend_on_the_batch_size(bits, monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
+def test_compiled_blocks_checkpoint_and_write_back_exactly():
+    """A compiled run of 40 replicas on 4096 points is 3 blocks with 8 padding replicas: its
+    checkpoint (state_dict, then the model's weights) and write_back leave the blocks and come
+    back bit for bit. Two updates, a checkpoint, one more in a new engine = three in one."""
+    cfg = make_cfg(
+        "replicas=40", "depth=2", "width=3", "dataset=parity", "dataset.bits=12",
+        "activation=tanh", "optimizer=adam",
+    )  # fmt: skip
+    assert replica_blocks(40, 4096, True) == (48, 16)
+    data = make_dataset(cfg.dataset)
+    start = build_model(cfg, data[0].shape[1])
+    torch._dynamo.reset()
+    whole = FusedEngine(copy.deepcopy(start), data, cfg, compile=True)
+    expected = [whole.step(update=True) for _ in range(3)]
+    whole.write_back()
+    first = FusedEngine(copy.deepcopy(start), data, cfg, compile=True)
+    got = [first.step(update=True) for _ in range(2)]
+    first.write_back()
+    saved = copy.deepcopy(first.state_dict())
+    assert all(s.shape[-1] == 40 for s in saved["state"])  # no padding in a checkpoint
+    second = FusedEngine(copy.deepcopy(first.model), data, cfg, compile=True)
+    second.load_state_dict(saved)
+    got.append(second.step(update=True))
+    second.write_back()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    for a, b in zip(second.model.parameters(), whole.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_compiled_replicas_run_in_blocks_that_stay_in_the_caches():
     """Issue #13: compiled, the replicas run in blocks of one size, each within BLOCK_ELEMENTS
     replicas x points (a block is at least one vector of replicas), in as few blocks as that
