@@ -215,3 +215,23 @@ def test_a_failing_job_and_a_dead_worker_leave_the_others_to_complete(tmp_path):
     sweep = tmp_path / "sweep"
     assert [summary(sweep / num)["status"] for num in "013"] == ["completed", "failed", "completed"]
     assert sorted(pd.read_csv(sweep / "plots" / "summary.csv").depth) == [1, 4]
+
+
+def test_unfinished_jobs_lists_killed_jobs_and_never_counts_a_study_below_zero(tmp_path):
+    """The final list without a launcher's own reasons: a job dir Hydra made whose job was
+    killed before it wrote summary.json is named; a study's size (its sweeper chooses it) is not
+    used to count the jobs that never started."""
+    import json
+
+    from xorrelu.preflight import Plan
+
+    for num, status in (("0", "completed"), ("1", "failed"), ("2", None), ("3", "completed")):
+        (tmp_path / num / ".hydra").mkdir(parents=True)
+        if status:
+            (tmp_path / num / "summary.json").write_text(
+                json.dumps({"status": status, "config": {}})
+            )
+    study = Plan([], 1, tmp_path, counted=False)
+    assert study.unfinished_jobs() == ["1: failed", "2: killed: it left no summary.json"]
+    sweep = Plan([], 6, tmp_path)
+    assert sweep.unfinished_jobs()[-1] == "2 job(s) left no dir (never started)"

@@ -175,6 +175,8 @@ def _job_return(num: int, job, overrides: Sequence[str]) -> tuple[JobReturn, boo
     failed, and why, its summary.json says), or, for a job that failed outside xorrelu's task,
     one without a value (a FAILED status would make Hydra's sweeper raise once every job is
     done, and skip the plots)."""
+    # imported now: Hydra's plugin scan may have run that module with its own copy of it
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed
     from xorrelu.jobdir import job_failure
 
     outcome = _outcome(job)
@@ -182,13 +184,9 @@ def _job_return(num: int, job, overrides: Sequence[str]) -> tuple[JobReturn, boo
     if isinstance(outcome, JobReturn):
         failure = job_failure(Path(outcome.hydra_cfg.hydra.runtime.output_dir))
         if failure:  # task() printed it into the job's log
-            print(f"xorrelu: error: job {name}: {failure}", file=sys.stderr, flush=True)
+            job_failed(name, failure)
         return outcome, failure is not None
-    print(
-        f"xorrelu: error: job {name}: {outcome}; its log: {job.paths.stderr}",
-        file=sys.stderr,
-        flush=True,
-    )
+    job_failed(name, f"{outcome}; its log: {job.paths.stderr}")
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED), True
 
 
