@@ -235,3 +235,33 @@ def test_unfinished_jobs_lists_killed_jobs_and_never_counts_a_study_below_zero(t
     assert study.unfinished_jobs() == ["1: failed", "2: killed: it left no summary.json"]
     sweep = Plan([], 6, tmp_path)
     assert sweep.unfinished_jobs()[-1] == "2 job(s) left no dir (never started)"
+
+
+@pytest.mark.parametrize(
+    "error", [EOFError("Ran out of input"), ValueError("no dashes"), "failed-job-without-rules"]
+)
+def test_a_slurm_result_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path, error):
+    """_outcome reads a SLURM job's result file: a damaged one, or a FailedJobError without
+    submitit's usual rules around the traceback, is the job's reason, and the wait goes on."""
+    submitit = pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from hydra_plugins.xorrelu_launcher.slurm_launcher import _outcome
+
+    if isinstance(error, str):
+        error = submitit.core.utils.FailedJobError(error)
+    result = tmp_path / "result.pkl"
+    result.write_bytes(b"")
+
+    def raise_it():
+        raise error
+
+    job = SimpleNamespace(
+        job_id="7_1",
+        paths=SimpleNamespace(result_pickle=result),
+        watcher=SimpleNamespace(get_state=lambda job_id, mode: "COMPLETED"),
+        result=raise_it,
+    )
+    reason = _outcome(job)
+    assert isinstance(reason, str) and "\n" not in reason
+    assert type(error).__name__ in reason or "failed-job-without-rules" in reason

@@ -201,14 +201,29 @@ def _outcome(job) -> JobReturn | str:
         return without  # it died (exit 1, a signal, out of memory, cancelled, timed out)
     try:
         ret = job.result()  # waits up to 15 s for a result file a shared file system shows late
+    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
+        return _raised(error)  # (before its base class, UncompletedJobError)
     except submitit.core.utils.UncompletedJobError:
         return without
-    except submitit.core.utils.FailedJobError as error:  # raised outside xorrelu's task
-        trace = str(error).split("-" * 22)[1].splitlines()  # submitit's message around it
-        return [line for line in trace if line.strip() and not line[0].isspace()][-1]
+    except Exception as error:  # noqa: BLE001 — a damaged result (EOFError, UnpicklingError, ...)
+        return f"its result could not be read: {_one_line(error)}"
     if ret.status is not JobStatus.COMPLETED:
         return f"{type(ret._return_value).__name__}: {ret._return_value}"
     return ret
+
+
+def _raised(error: Exception) -> str:
+    """The last line of the traceback submitit's FailedJobError carries (between two rules of
+    dashes), else its first line."""
+    parts = str(error).split("-" * 22)
+    trace = parts[1].splitlines() if len(parts) > 1 else []
+    lines = [line for line in trace if line.strip() and not line[0].isspace()]
+    return lines[-1] if lines else f"it failed: {_one_line(error)}"
+
+
+def _one_line(error: Exception) -> str:
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _requeue_on_preemption(task_function):
