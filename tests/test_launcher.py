@@ -265,3 +265,35 @@ def test_a_slurm_result_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path
     reason = _outcome(job)
     assert isinstance(reason, str) and "\n" not in reason
     assert type(error).__name__ in reason or "failed-job-without-rules" in reason
+
+
+def test_a_requeued_slurm_job_resumes_or_starts_afresh_only_in_a_dir_of_its_own(
+    tmp_path, monkeypatch
+):
+    """xorrelu.__main__._requeued: a requeued SLURM job with a checkpoint resumes; one stopped
+    before its first step (no checkpoint) starts afresh only when its interrupted summary.json
+    names this same SLURM job; anything else is no requeue (the dir's results are refused)."""
+    from xorrelu.__main__ import _requeued
+
+    def write(record: dict) -> None:
+        (tmp_path / "summary.json").write_text(json.dumps({"config": {}, **record}))
+
+    mine = {"slurm": {"job_id": "12_3", "node": "n", "restarts": 0}}
+    monkeypatch.setenv("SLURM_JOB_ID", "15")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    write({"status": "interrupted", **mine})
+    assert _requeued(tmp_path) is None  # not requeued
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert _requeued(tmp_path) == "afresh"
+    write({"status": "interrupted", "slurm": {"job_id": "11_3"}})  # another job's
+    assert _requeued(tmp_path) is None
+    write({"status": "interrupted"})  # not a SLURM job's
+    assert _requeued(tmp_path) is None
+    write({"status": "completed", **mine})
+    assert _requeued(tmp_path) is None
+    (tmp_path / "summary.json").write_text("{")  # damaged
+    assert _requeued(tmp_path) is None
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert _requeued(tmp_path) == "resume"

@@ -18,8 +18,9 @@ In the SLURM job:
   `--signal=USR2@signal_delay_s`) stops training at a step boundary with a checkpoint, as
   everywhere (xorrelu.signals). xorrelu's handler replaces submitit's during training, so it does
   what submitit's would have done: it requeues the job (`scontrol requeue`), and the requeued job
-  resumes in its own dir from the checkpoint (xorrelu.__main__.task). SIGTERM (`scancel`) stops
-  a job the same way, without a requeue: `python -m xorrelu.resume SWEEP_DIR` finishes it.
+  resumes in its own dir from the checkpoint, or starts afresh there when it was stopped before
+  its first step (xorrelu.__main__.task). SIGTERM (`scancel`) stops a job the same way, without
+  a requeue: `python -m xorrelu.resume SWEEP_DIR` finishes it.
 """
 
 from __future__ import annotations
@@ -228,8 +229,10 @@ def _one_line(error: Exception) -> str:
 
 def _requeue_on_preemption(task_function):
     """The task, which after a stop signal (train() has saved the job: checkpoint, summary)
-    requeues the job after SIGUSR2 if it has a checkpoint to go on from, then exits with the
-    signal's code. Hydra's run_job lets the SystemExit through; later signals are ignored."""
+    requeues the job after SIGUSR2, as submitit's handler would (with a checkpoint it resumes;
+    stopped before its first step, it starts afresh: xorrelu.__main__._requeued), then exits
+    with the signal's code. Hydra's run_job lets the SystemExit through; later signals are
+    ignored."""
 
     def task(cfg):
         from hydra.core.hydra_config import HydraConfig
@@ -242,10 +245,8 @@ def _requeue_on_preemption(task_function):
             print(f"xorrelu: {stop}", file=sys.stderr, flush=True)
             if stop.signum != signal.SIGUSR2:
                 _say(f"finish it with: python -m xorrelu.resume {out_dir}")
-            elif (out_dir / "checkpoint.pt").is_file():
+            else:  # as submitit's handler would; the requeued job goes on in its own dir
                 _requeue(out_dir)
-            else:
-                _say("not requeued: stopped before its first step, with nothing to go on from")
             raise SystemExit(stop.exit_code) from None
 
     return task
@@ -272,4 +273,9 @@ def _requeue(out_dir: Path) -> None:
             f"finish it with: python -m xorrelu.resume {out_dir}"
         )
         return
-    _say(f"requeued SLURM job {job_id}; it resumes from its checkpoint")
+    how = (
+        "it resumes from its checkpoint"
+        if (out_dir / "checkpoint.pt").is_file()
+        else "stopped before its first step, it starts afresh in its dir"
+    )
+    _say(f"requeued SLURM job {job_id}; {how}")
