@@ -101,7 +101,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             f"(at most {params.get('array_parallelism')} at once): {sweep_dir}"
         )
         try:
-            return _wait(jobs, job_overrides, nums)
+            return _wait(jobs, job_overrides, nums, self._job_dir(sweep_dir))
         except KeyboardInterrupt:
             log.warning(
                 f"the sweep's SLURM jobs go on without this process. Cancel them with: "
@@ -109,6 +109,13 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 f"jobs that did not complete with: python -m xorrelu.resume {sweep_dir}"
             )
             raise
+
+    def _job_dir(self, sweep_dir: Path):
+        """num -> the job's dir, where Hydra's subdir is the default (the job's number)."""
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if subdir == "${hydra.job.num}":
+            return lambda num: sweep_dir / str(num)
+        return lambda num: None
 
 
 class QueueWatcher(SlurmInfoWatcher):
@@ -147,7 +154,9 @@ class QueueWatcher(SlurmInfoWatcher):
                 self._finished.add(job_id)
 
 
-def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -> list[JobReturn]:
+def _wait(
+    jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int], job_dir=lambda num: None
+) -> list[JobReturn]:
     """Each job's JobReturn once every job has ended; a line per job as it ends. A job has
     ended when its result file is there or squeue says so (one squeue for all the jobs, at most
     every QUEUE_POLL_S); the result files are looked at every POLL_S, at most 50 a second."""
@@ -158,7 +167,7 @@ def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -
             if not (job.paths.result_pickle.exists() or job.watcher.is_done(job.job_id)):
                 continue
             del pending[num]
-            ret, failed = _job_return(num, job, overrides)
+            ret, failed = _job_return(num, job, overrides, job_dir(num))
             returns[num] = ret
             kind = "failed" if failed else "completed"
             print(
@@ -171,7 +180,9 @@ def _wait(jobs: list, job_overrides: Sequence[Sequence[str]], nums: list[int]) -
     return [returns[num] for num in nums]
 
 
-def _job_return(num: int, job, overrides: Sequence[str]) -> tuple[JobReturn, bool]:
+def _job_return(
+    num: int, job, overrides: Sequence[str], job_dir: Path | None = None
+) -> tuple[JobReturn, bool]:
     """The job's JobReturn and whether it failed: its own (returning its objective; whether it
     failed, and why, its summary.json says), or, for a job that failed outside xorrelu's task,
     one without a value (a FAILED status would make Hydra's sweeper raise once every job is
@@ -187,8 +198,26 @@ def _job_return(num: int, job, overrides: Sequence[str]) -> tuple[JobReturn, boo
         if failure:  # task() printed it into the job's log
             job_failed(name, failure)
         return outcome, failure is not None
-    job_failed(name, f"{outcome}; its log: {job.paths.stderr}")
+    said = _said(job_dir)  # e.g. stopped by SIGTERM (scancel), which train() recorded
+    job_failed(
+        name, f"{said + ' (' + outcome + ')' if said else outcome}; its log: {job.paths.stderr}"
+    )
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED), True
+
+
+def _said(job_dir: Path | None) -> str | None:
+    """What the job's summary.json says of a job that was interrupted or failed (a job killed
+    while it ran still says "running": nothing then)."""
+    from xorrelu.jobdir import JobDirError, read_summary
+
+    try:
+        summary = read_summary(job_dir) if job_dir else None
+    except JobDirError:
+        return None
+    if not summary or summary.get("status") not in ("interrupted", "failed"):
+        return None
+    error = summary.get("error")
+    return f"{summary['status']}: {error}" if error else summary["status"]
 
 
 def _outcome(job) -> JobReturn | str:
