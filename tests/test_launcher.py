@@ -297,3 +297,46 @@ def test_a_requeued_slurm_job_resumes_or_starts_afresh_only_in_a_dir_of_its_own(
     assert _requeued(tmp_path) is None
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert _requeued(tmp_path) == "resume"
+
+
+def test_the_slurm_launcher_asks_squeue_about_its_arrays_and_stops_waiting_when_it_keeps_failing(
+    tmp_path, monkeypatch
+):
+    """squeue -j with the sweep's job arrays (any Slurm version; `--me` needs 20.11). When
+    squeue keeps failing the jobs end as failed with the reason, instead of a wait forever."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from hydra_plugins.xorrelu_launcher import slurm_launcher as sl
+
+    watcher = sl.QueueWatcher(delay_s=0)
+    for job_id in ("7_0", "7_1", "9_0"):
+        watcher.register_job(job_id)
+    command = watcher._make_command()
+    assert command[:3] == ["squeue", "-j", "7,9"] and "--me" not in command
+
+    def refuse(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0], b"", b"slurm_load_jobs error: down")
+
+    monkeypatch.setattr(sl.subprocess, "run", refuse)
+    monkeypatch.setattr(sl, "QUEUE_GIVE_UP_S", 0)
+    monkeypatch.setattr(sl, "QUEUE_GIVE_UP_POLLS", 3)
+    watcher.update()
+    watcher.update()
+    assert not watcher.is_done("7_0", mode="cache")  # still waiting
+    watcher.update()
+    assert all(watcher.is_done(j, mode="cache") for j in ("7_0", "7_1", "9_0"))
+    job = SimpleNamespace(
+        job_id="7_0", watcher=watcher, paths=SimpleNamespace(result_pickle=tmp_path / "none.pkl")
+    )
+    reason = sl._outcome(job)
+    assert "squeue failed 3 times" in reason and "slurm_load_jobs error: down" in reason
+
+    def unknown(*args, **kwargs):  # every job of these arrays has left the queue
+        raise subprocess.CalledProcessError(1, args[0], b"", b"Invalid job id specified")
+
+    watcher = sl.QueueWatcher(delay_s=0)
+    watcher.register_job("7_0")
+    monkeypatch.setattr(sl.subprocess, "run", unknown)
+    watcher.update()
+    assert watcher.get_state("7_0", mode="cache") == "LEFT_QUEUE"

@@ -53,12 +53,15 @@ log = logging.getLogger(__name__)
 
 POLL_S = 2  # how often the launcher looks for the jobs' result files (less often past 100 jobs)
 QUEUE_POLL_S = 10  # how often at most it asks squeue, once for all jobs (sooner at the start)
+QUEUE_GIVE_UP_S = 300  # squeue failing this long (and QUEUE_GIVE_UP_POLLS times) in a row: the
+QUEUE_GIVE_UP_POLLS = 30  # launcher stops waiting, each job left failed on its own line
+GAVE_UP = "SQUEUE_FAILED"  # the state of a job whose wait the launcher gave up
 # the states in which a job has ended (squeue's, and LEFT_QUEUE: no longer listed). Any other
 # (PENDING, CONFIGURING, RUNNING, COMPLETING, REQUEUED, PREEMPTED before its requeue,
 # SUSPENDED, ...) may still lead to a result.
 ENDED = {
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-    "DEADLINE", "LEFT_QUEUE",
+    "DEADLINE", "LEFT_QUEUE", GAVE_UP,
 }  # fmt: skip
 
 
@@ -120,12 +123,21 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
 class QueueWatcher(SlurmInfoWatcher):
     """submitit's job states from squeue instead of sacct. A job squeue no longer lists has left
-    the queue (SLURM forgets a finished job after MinJobAge, 300 s by default): it has ended."""
+    the queue (SLURM forgets a finished job after MinJobAge, 300 s by default): it has ended.
+    squeue is asked about this sweep's job arrays alone (`squeue -j`, which every Slurm version
+    takes; `--me` needs 20.11). When squeue has failed for QUEUE_GIVE_UP_S and
+    QUEUE_GIVE_UP_POLLS polls in a row, the jobs still waited for end as GAVE_UP (`gave_up`
+    says why): the launcher reports them instead of waiting forever."""
+
+    failed_since: float | None = None  # when squeue began to fail, None while it answers
+    failed_polls = 0
+    gave_up = ""  # why the launcher stopped waiting (squeue's last error)
 
     def _make_command(self) -> list[str] | None:
-        if not self._registered - self._finished:
+        arrays = sorted({job_id.split("_")[0] for job_id in self._registered - self._finished})
+        if not arrays:
             return None
-        return ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T"]
+        return ["squeue", "-j", ",".join(arrays), "--noheader", "--states=all", "--format=%i|%T"]
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         text = string.decode() if isinstance(string, bytes) else string
@@ -144,14 +156,40 @@ class QueueWatcher(SlurmInfoWatcher):
         self._num_calls += 1
         try:
             output = subprocess.run(command, capture_output=True, timeout=60, check=True).stdout
+        except subprocess.CalledProcessError as error:
+            detail = " ".join(error.stderr.decode(errors="replace").split())
+            if "Invalid job id" in detail:  # none of them is known any more: all left the queue
+                self._answered(b"")
+            else:
+                self._failed(f"{error}: {detail}" if detail else str(error))
         except (OSError, subprocess.SubprocessError) as error:
-            log.warning(f"squeue failed ({error}); will ask again")
+            self._failed(str(error))
         else:
-            self._info_dict.update(self.read_info(output))
+            self._answered(output)
         self._last_status_check = time.time()
         for job_id in self._registered - self._finished:
             if self.is_done(job_id, mode="cache"):
                 self._finished.add(job_id)
+
+    def _answered(self, output: bytes) -> None:
+        self.failed_since, self.failed_polls = None, 0
+        self._info_dict.update(self.read_info(output))
+
+    def _failed(self, error: str) -> None:
+        now = time.monotonic()
+        self.failed_since = now if self.failed_since is None else self.failed_since
+        self.failed_polls += 1
+        if self.failed_polls < QUEUE_GIVE_UP_POLLS or now - self.failed_since < QUEUE_GIVE_UP_S:
+            log.warning(f"squeue failed ({error}); will ask again")
+            return
+        self.gave_up = (
+            f"squeue failed {self.failed_polls} times in {now - self.failed_since:.0f} s "
+            f"(last: {error}), so the launcher stopped waiting for it; it may still run "
+            f"(squeue -j JOBID, or its dir's summary.json)"
+        )
+        log.error(f"squeue failed {self.failed_polls} times in a row; not waiting any longer")
+        for job_id in self._registered - self._finished:
+            self._info_dict[job_id] = {"JobID": job_id, "State": GAVE_UP}
 
 
 def _wait(
@@ -225,6 +263,8 @@ def _outcome(job) -> JobReturn | str:
     import submitit
 
     state = job.watcher.get_state(job.job_id, mode="cache")
+    if state == GAVE_UP and not job.paths.result_pickle.exists():
+        return f"SLURM job {job.job_id}: {job.watcher.gave_up}"
     how = "left the queue" if state == "LEFT_QUEUE" else f"ended {state}"
     without = f"SLURM job {job.job_id} {how} without a result"
     if not job.paths.result_pickle.exists() and state not in ("COMPLETED", "LEFT_QUEUE"):
