@@ -8,10 +8,12 @@ In the launching process:
   ("Bypassing sacct error") and could not tell a job that died from one still running.
 - A job that leaves the queue without a result (exit 1, killed, out of memory, cancelled, stopped
   by a signal) fails on its own line and the others go on: the launcher never waits forever.
-- The console shows one line per finished job, with its SLURM job id; the reasons of the jobs
-  that did not complete come from their summary.json at the end (xorrelu.__main__.run).
+- The console shows one line per finished job, with its SLURM job id; each job that did not
+  complete is recorded with its reason (xorrelu_launcher.job_failed) for the list at the end
+  (xorrelu.__main__.run).
 - Stopping the launching process (Ctrl-C) leaves the submitted jobs running; it says how to
-  cancel them, and `xorrelu-plot` / `xorrelu.resume` work on the sweep dir afterwards.
+  cancel them, and `xorrelu-plot` works on the sweep dir any time; `xorrelu.resume` once the
+  jobs are cancelled and gone (else a requeued job and the resume would write the same dir).
 
 In the SLURM job:
 - SIGUSR2 (SLURM's warning before preemption or the time limit; submitit asks for it with
@@ -107,9 +109,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
             return _wait(jobs, job_overrides, nums, self._job_dir(sweep_dir))
         except KeyboardInterrupt:
             log.warning(
-                f"the sweep's SLURM jobs go on without this process. Cancel them with: "
-                f"scancel {array}; plot the sweep with: xorrelu-plot {sweep_dir}; finish the "
-                f"jobs that did not complete with: python -m xorrelu.resume {sweep_dir}"
+                f"the sweep's SLURM jobs go on without this process; plot it any time with: "
+                f"xorrelu-plot {sweep_dir}. To finish it here instead, first cancel them: "
+                f"scancel {array} (a requeued job starting later would write the same dirs as "
+                f"the resume), then, once squeue -j {array} lists none: "
+                f"python -m xorrelu.resume {sweep_dir}"
             )
             raise
 
