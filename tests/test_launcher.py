@@ -215,3 +215,128 @@ def test_a_failing_job_and_a_dead_worker_leave_the_others_to_complete(tmp_path):
     sweep = tmp_path / "sweep"
     assert [summary(sweep / num)["status"] for num in "013"] == ["completed", "failed", "completed"]
     assert sorted(pd.read_csv(sweep / "plots" / "summary.csv").depth) == [1, 4]
+
+
+def test_unfinished_jobs_lists_killed_jobs_and_never_counts_a_study_below_zero(tmp_path):
+    """The final list without a launcher's own reasons: a job dir Hydra made whose job was
+    killed before it wrote summary.json is named; a study's size (its sweeper chooses it) is not
+    used to count the jobs that never started."""
+    import json
+
+    from xorrelu.preflight import Plan
+
+    for num, status in (("0", "completed"), ("1", "failed"), ("2", None), ("3", "completed")):
+        (tmp_path / num / ".hydra").mkdir(parents=True)
+        if status:
+            (tmp_path / num / "summary.json").write_text(
+                json.dumps({"status": status, "config": {}})
+            )
+    study = Plan([], 1, tmp_path, counted=False)
+    assert study.unfinished_jobs() == ["1: failed", "2: killed: it left no summary.json"]
+    sweep = Plan([], 6, tmp_path)
+    assert sweep.unfinished_jobs()[-1] == "2 job(s) left no dir (never started)"
+
+
+@pytest.mark.parametrize(
+    "error", [EOFError("Ran out of input"), ValueError("no dashes"), "failed-job-without-rules"]
+)
+def test_a_slurm_result_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path, error):
+    """_outcome reads a SLURM job's result file: a damaged one, or a FailedJobError without
+    submitit's usual rules around the traceback, is the job's reason, and the wait goes on."""
+    submitit = pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from hydra_plugins.xorrelu_launcher.slurm_launcher import _outcome
+
+    if isinstance(error, str):
+        error = submitit.core.utils.FailedJobError(error)
+    result = tmp_path / "result.pkl"
+    result.write_bytes(b"")
+
+    def raise_it():
+        raise error
+
+    job = SimpleNamespace(
+        job_id="7_1",
+        paths=SimpleNamespace(result_pickle=result),
+        watcher=SimpleNamespace(get_state=lambda job_id, mode: "COMPLETED"),
+        result=raise_it,
+    )
+    reason = _outcome(job)
+    assert isinstance(reason, str) and "\n" not in reason
+    assert type(error).__name__ in reason or "failed-job-without-rules" in reason
+
+
+def test_a_requeued_slurm_job_resumes_or_starts_afresh_only_in_a_dir_of_its_own(
+    tmp_path, monkeypatch
+):
+    """xorrelu.__main__._requeued: a requeued SLURM job with a checkpoint resumes; one stopped
+    before its first step (no checkpoint) starts afresh only when its interrupted summary.json
+    names this same SLURM job; anything else is no requeue (the dir's results are refused)."""
+    from xorrelu.__main__ import _requeued
+
+    def write(record: dict) -> None:
+        (tmp_path / "summary.json").write_text(json.dumps({"config": {}, **record}))
+
+    mine = {"slurm": {"job_id": "12_3", "node": "n", "restarts": 0}}
+    monkeypatch.setenv("SLURM_JOB_ID", "15")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    write({"status": "interrupted", **mine})
+    assert _requeued(tmp_path) is None  # not requeued
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert _requeued(tmp_path) == "afresh"
+    write({"status": "interrupted", "slurm": {"job_id": "11_3"}})  # another job's
+    assert _requeued(tmp_path) is None
+    write({"status": "interrupted"})  # not a SLURM job's
+    assert _requeued(tmp_path) is None
+    write({"status": "completed", **mine})
+    assert _requeued(tmp_path) is None
+    (tmp_path / "summary.json").write_text("{")  # damaged
+    assert _requeued(tmp_path) is None
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert _requeued(tmp_path) == "resume"
+
+
+def test_the_slurm_launcher_asks_squeue_about_its_arrays_and_stops_waiting_when_it_keeps_failing(
+    tmp_path, monkeypatch
+):
+    """squeue -j with the sweep's job arrays (any Slurm version; `--me` needs 20.11). When
+    squeue keeps failing the jobs end as failed with the reason, instead of a wait forever."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from hydra_plugins.xorrelu_launcher import slurm_launcher as sl
+
+    watcher = sl.QueueWatcher(delay_s=0)
+    for job_id in ("7_0", "7_1", "9_0"):
+        watcher.register_job(job_id)
+    command = watcher._make_command()
+    assert command[:3] == ["squeue", "-j", "7,9"] and "--me" not in command
+
+    def refuse(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0], b"", b"slurm_load_jobs error: down")
+
+    monkeypatch.setattr(sl.subprocess, "run", refuse)
+    monkeypatch.setattr(sl, "QUEUE_GIVE_UP_S", 0)
+    monkeypatch.setattr(sl, "QUEUE_GIVE_UP_POLLS", 3)
+    watcher.update()
+    watcher.update()
+    assert not watcher.is_done("7_0", mode="cache")  # still waiting
+    watcher.update()
+    assert all(watcher.is_done(j, mode="cache") for j in ("7_0", "7_1", "9_0"))
+    job = SimpleNamespace(
+        job_id="7_0", watcher=watcher, paths=SimpleNamespace(result_pickle=tmp_path / "none.pkl")
+    )
+    reason = sl._outcome(job)
+    assert "squeue failed 3 times" in reason and "slurm_load_jobs error: down" in reason
+
+    def unknown(*args, **kwargs):  # every job of these arrays has left the queue
+        raise subprocess.CalledProcessError(1, args[0], b"", b"Invalid job id specified")
+
+    watcher = sl.QueueWatcher(delay_s=0)
+    watcher.register_job("7_0")
+    monkeypatch.setattr(sl.subprocess, "run", unknown)
+    watcher.update()
+    assert watcher.get_state("7_0", mode="cache") == "LEFT_QUEUE"

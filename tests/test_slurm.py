@@ -118,6 +118,9 @@ def test_a_job_that_fails_or_exits_1_is_reported_and_the_others_complete(cluster
     assert "job 2 (depth=3" in proc.stderr and "without a result" in proc.stderr
     assert "_2_0_log.err" in proc.stderr  # where to look
     assert "jobs of this sweep did not complete" in proc.stderr
+    final = proc.stderr.split("jobs of this sweep did not complete")[1]  # each job's own reason
+    assert "  1 (depth=2" in final and "boom at depth 2" in final
+    assert "  2 (depth=3" in final and "without a result" in final and "_2_0_log.err" in final
     sweep = tmp_path / "sweep"
     assert [summary(sweep / num)["status"] for num in "013"] == ["completed", "failed", "completed"]
     assert not (sweep / "2" / "summary.json").exists()
@@ -171,7 +174,8 @@ def test_preemption_requeues_a_job_and_resume_finishes_a_cancelled_one(
 
     stopped = summary(sweep / "1")
     assert stopped["status"] == "interrupted" and 0 < stopped["last_step"] < 4000
-    assert "1: interrupted: stopped by SIGTERM" in err
+    final = err.split("jobs of this sweep did not complete")[1]
+    assert "  1 (" in final and "interrupted: stopped by SIGTERM" in final
     assert reference["1"].startswith((sweep / "1" / "metrics.csv").read_bytes())
     resumed = subprocess.run(
         [sys.executable, "-m", "xorrelu.resume", str(sweep)],

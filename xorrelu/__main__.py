@@ -44,7 +44,12 @@ def task(cfg) -> float | None:
     summary = None
     try:
         validate(cfg)  # again, on the node that runs it: free memory and devices are its own
-        if _requeued(out_dir):  # a scheduler's requeue of this very job (SLURM after preemption)
+        requeued = _requeued(out_dir)  # a scheduler's requeue of this very job (SLURM)
+        if requeued == "afresh":  # stopped before its first step: nothing to go on from
+            _clear_run_outputs(out_dir)
+            use_threads(job_threads(cfg.threads, hydra_cfg.launcher))
+            summary = train(cfg, out_dir)
+        elif requeued == "resume":
             from xorrelu.resume import prepare
 
             prepared = prepare(out_dir)
@@ -91,16 +96,22 @@ def _objective(cfg, summary: dict | None) -> float | None:
 
 
 def _write_summary(cfg, out_dir: Path, record: dict) -> None:
-    """A job that never trained still says what happened to it (with signals held)."""
+    """A job that never trained still says what happened to it, and which SLURM job it was
+    (with signals held)."""
     from omegaconf import OmegaConf
 
     from xorrelu.files import write_json
+    from xorrelu.train import slurm_job
 
     with signals.mode("hold"):
         try:
             write_json(
                 out_dir / "summary.json",
-                {**record, "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)},
+                {
+                    **record,
+                    **slurm_job(),
+                    "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                },
             )
         except OSError:
             pass
@@ -142,12 +153,42 @@ def _holds_results(job_dir: Path) -> bool:
     return any((job_dir / name).exists() for name in RUN_OUTPUTS)
 
 
-def _requeued(out_dir: Path) -> bool:
-    """SLURM counts a job's requeues; a requeued job finds its own checkpoint in its dir."""
-    return (
-        os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
-        and (out_dir / "checkpoint.pt").is_file()
-    )
+def _requeued(out_dir: Path) -> str | None:
+    """How a job SLURM requeued (SLURM_RESTART_COUNT > 0) goes on in its own dir: "resume" from
+    its checkpoint; "afresh" when it was stopped before its first step (no checkpoint.pt) and its
+    summary.json, interrupted, was written by this same SLURM job (its files, and only they, are
+    replaced); None when it is no requeue of this job (a dir with results then is refused)."""
+    from xorrelu.jobdir import JobDirError, read_summary
+    from xorrelu.train import slurm_job
+
+    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0"):
+        return None
+    if (out_dir / "checkpoint.pt").is_file():
+        return "resume"
+    this = slurm_job().get("slurm", {}).get("job_id")
+    try:
+        summary = read_summary(out_dir) or {}
+    except JobDirError:
+        return None
+    ran = summary.get("slurm")
+    if (
+        this
+        and summary.get("status") == "interrupted"
+        and isinstance(ran, dict)
+        and ran.get("job_id") == this
+    ):
+        return "afresh"
+    return None
+
+
+def _clear_run_outputs(out_dir: Path) -> None:
+    """The files a run of this job wrote before it was stopped, so that it starts afresh."""
+    from xorrelu.preflight import RUN_OUTPUTS
+
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
 
 
 def _run_hydra(argv: list[str]) -> None:

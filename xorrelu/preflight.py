@@ -59,18 +59,22 @@ class Plan:
     argv: list[str]  # what Hydra gets: the user's overrides with the resolved dir
     jobs: int  # 0 when Hydra only prints something (--help, --cfg)
     sweep_dir: Path | None = None  # for --multirun
+    counted: bool = True  # False when the sweeper chooses how many jobs (a study): `jobs` is not
 
     def unfinished_jobs(self) -> list[str]:
-        """After a sweep: one line per job that did not complete, from each job's summary.json
-        (jobs that left none are counted on one line)."""
+        """After a sweep: one line per job that did not complete, from each job's summary.json;
+        a job dir Hydra made that holds no summary.json (its job was killed) on its own line, and
+        the jobs that left no dir at all (never started) on one line when the sweep's size is
+        known (a study's sweeper chooses it)."""
         lines, done = [], 0
-        for job in _jobs_below(self.sweep_dir):
+        found = _jobs_below(self.sweep_dir)
+        for job in found:
             try:
                 summary = read_summary(job)
             except JobDirError:
                 summary = {"status": "unreadable", "error": "summary.json cannot be read"}
             if summary is None:
-                continue  # counted below
+                summary = {"status": "killed", "error": "it left no summary.json"}
             status, error = summary.get("status"), summary.get("error")
             if status == "completed":
                 done += 1
@@ -78,10 +82,21 @@ class Plan:
                 lines.append(
                     f"{job.relative_to(self.sweep_dir)}: {status}{': ' + error if error else ''}"
                 )
-        missing = self.jobs - done - len(lines)
+        for job in _started_below(self.sweep_dir, set(found)):
+            lines.append(f"{job.relative_to(self.sweep_dir)}: killed: it left no summary.json")
+        missing = self.jobs - done - len(lines) if self.counted else 0
         if missing > 0:
-            lines.append(f"{missing} job(s) left no summary.json (killed, or never started)")
+            lines.append(f"{missing} job(s) left no dir (never started)")
         return lines
+
+
+def _started_below(sweep_dir: Path, found: set[Path]) -> list[Path]:
+    """The sweep's subdirs that Hydra made for a job (.hydra/) and that are no job dir yet."""
+    try:
+        dirs = sorted(sweep_dir.iterdir(), key=lambda d: (len(d.name), d.name))
+    except OSError:
+        return []
+    return [d for d in dirs if d not in found and (d / ".hydra").is_dir()]
 
 
 def _jobs_below(sweep_dir: Path) -> list[Path]:
@@ -118,8 +133,19 @@ def check(argv: list[str], config_path: str) -> Plan:
     _make_dir(out_dir, key)
     kept = [a for a in argv if not a.lstrip("+~").startswith(key + "=")]
     return Plan(
-        [f"{key}={_quoted(str(out_dir))}", *kept], len(jobs), out_dir if args.multirun else None
+        [f"{key}={_quoted(str(out_dir))}", *kept],
+        len(jobs),
+        out_dir if args.multirun else None,
+        counted=not (args.multirun and _chooses_jobs(base)),
     )
+
+
+def _chooses_jobs(base) -> bool:
+    """Whether the sweeper chooses the number of jobs (a study, an adaptive sweeper)."""
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="") or ""
+    return "BasicSweeper" not in sweeper
 
 
 def _check_subdirs(overrides: list[str]) -> None:

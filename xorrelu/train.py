@@ -477,7 +477,7 @@ def _job_info(cfg, device: torch.device, engine) -> dict:
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        **_slurm_job(),
+        **slurm_job(),
         "versions": {
             "xorrelu": _version(),
             "torch": torch.__version__,
@@ -488,7 +488,7 @@ def _job_info(cfg, device: torch.device, engine) -> dict:
     }
 
 
-def _slurm_job() -> dict:
+def slurm_job() -> dict:
     """{"slurm": {job_id, node, restarts}} inside a SLURM job, else {}: which job of the cluster
     ran this, where, and how often SLURM requeued it. job_id is the one squeue, sacct and scancel
     take: ARRAYJOB_TASK for a job array's task (a sweep), else the job's own id."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) ->
     import ray
 
     # imported now: Hydra's plugin scan may have run this module with its own copy of that one
-    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import failures
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed
     from xorrelu.jobdir import job_failure
 
     name = f"{num} ({','.join(filter_overrides(overrides))})"
@@ -118,8 +117,7 @@ def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) ->
     except ray.exceptions.RayError as error:  # its worker or its node died
         failure = f"its Ray task failed: {type(error).__name__}: {_first_line(error)}"
     if failure:
-        print(f"xorrelu: error: job {name}: {failure}", file=sys.stderr, flush=True)
-        failures.append(f"{name}: {failure}")
+        job_failed(name, failure)
         ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     summary = _summary(job_dir)
     status = "failed" if failure else summary.get("status", "failed")

@@ -57,6 +57,15 @@ log = logging.getLogger(__name__)
 failures: list[str] = []  # jobs that failed in a worker, one line each: `python -m xorrelu` exits 1
 
 
+def job_failed(name: str, reason: str, *, say: bool = True) -> None:
+    """Record a job of this sweep that failed outside this process (a worker, a Ray task, a SLURM
+    job): its line for the sweep's final list and, with `say`, the error line now. Every launcher
+    records its failures here, so that the final list gives each job's own reason."""
+    if say:
+        print(f"xorrelu: error: job {name}: {reason}", file=sys.stderr, flush=True)
+    failures.append(f"{name}: {reason}")
+
+
 def check_n_jobs(n_jobs) -> None:
     """ValueError unless n_jobs is auto or a whole number >= 1 (xorrelu.preflight asks first)."""
     if n_jobs != "auto" and not (isinstance(n_jobs, int) and n_jobs >= 1):
@@ -239,7 +248,7 @@ class _Progress:
         elif kind == "interrupted" and not signals.pending():  # a signal to its worker alone
             failure = "interrupted"  # the sweep goes on
         if failure is not None:
-            failures.append(f"{_name(num, overrides)}: {failure}")
+            job_failed(_name(num, overrides), failure, say=False)  # its line says it below
         if kind != "interrupted":
             kind = "failed" if failure else "completed"
         detail = _detail(kind, summary)
