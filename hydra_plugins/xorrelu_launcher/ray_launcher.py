@@ -16,14 +16,13 @@ whole sweep at the first task that dies:
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict
 
@@ -105,10 +104,10 @@ def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) ->
     import ray
 
     # imported now: Hydra's plugin scan may have run this module with its own copy of that one
-    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed, job_name, job_summary
     from xorrelu.jobdir import job_failure
 
-    name = f"{num} ({','.join(filter_overrides(overrides))})"
+    name = job_name(num, overrides)
     try:
         ret = ray.get(task)
         if ret.status is JobStatus.FAILED:  # raised past task()'s own report
@@ -120,18 +119,11 @@ def _collect(task, num: int, overrides, job_dir: Path, done: int, total: int) ->
     if failure:
         job_failed(name, failure)
         ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    summary = _summary(job_dir)
+    summary = job_summary(job_dir) or {}
     status = "failed" if failure else summary.get("status", "failed")
     where = f" on {summary['host']}" if "host" in summary else ""
     print(f"[{done + 1}/{total}] job {name} {status}{where}", flush=True)
     return ret
-
-
-def _summary(job_dir: Path) -> dict:
-    try:
-        return json.loads((job_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _first_line(error: Exception) -> str:

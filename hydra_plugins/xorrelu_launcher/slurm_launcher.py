@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from xorrelu import signals
@@ -202,6 +202,8 @@ def _wait(
     """Each job's JobReturn once every job has ended; a line per job as it ends. A job has
     ended when its result file is there or squeue says so (one squeue for all the jobs, at most
     every QUEUE_POLL_S); the result files are looked at every POLL_S, at most 50 a second."""
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_name
+
     start, returns = time.monotonic(), {}
     pending = dict(zip(nums, zip(jobs, job_overrides, strict=True), strict=True))
     while pending:
@@ -213,7 +215,7 @@ def _wait(
             returns[num] = ret
             kind = "failed" if failed else "completed"
             print(
-                f"[{len(returns)}/{len(nums)}] job {num} ({','.join(filter_overrides(overrides))}) "
+                f"[{len(returns)}/{len(nums)}] job {job_name(num, overrides)} "
                 f"{kind}: SLURM job {job.job_id}, {time.monotonic() - start:.0f} s into the sweep",
                 flush=True,
             )
@@ -230,11 +232,11 @@ def _job_return(
     one without a value (a FAILED status would make Hydra's sweeper raise once every job is
     done, and skip the plots)."""
     # imported now: Hydra's plugin scan may have run that module with its own copy of it
-    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_failed, job_name
     from xorrelu.jobdir import job_failure
 
     outcome = _outcome(job)
-    name = f"{num} ({','.join(filter_overrides(overrides))})"
+    name = job_name(num, overrides)
     if isinstance(outcome, JobReturn):
         failure = job_failure(Path(outcome.hydra_cfg.hydra.runtime.output_dir))
         if failure:  # task() printed it into the job's log
@@ -250,12 +252,9 @@ def _job_return(
 def _said(job_dir: Path | None) -> str | None:
     """What the job's summary.json says of a job that was interrupted or failed (a job killed
     while it ran still says "running": nothing then)."""
-    from xorrelu.jobdir import JobDirError, read_summary
+    from hydra_plugins.xorrelu_launcher.xorrelu_launcher import job_summary
 
-    try:
-        summary = read_summary(job_dir) if job_dir else None
-    except JobDirError:
-        return None
+    summary = job_summary(job_dir)
     if not summary or summary.get("status") not in ("interrupted", "failed"):
         return None
     error = summary.get("error")

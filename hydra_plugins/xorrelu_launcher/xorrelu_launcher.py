@@ -217,11 +217,14 @@ def _died(num: int, overrides: Sequence[str], exitcode: int | None) -> JobReturn
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     ret.return_value = None
     ret.died = f"its worker process died ({how})"
-    print(f"xorrelu: error: job {_name(num, overrides)}: {ret.died}", file=sys.stderr, flush=True)
+    print(
+        f"xorrelu: error: job {job_name(num, overrides)}: {ret.died}", file=sys.stderr, flush=True
+    )
     return ret
 
 
-def _name(num: int, overrides: Sequence[str]) -> str:
+def job_name(num: int, overrides: Sequence[str]) -> str:
+    """A job as every launcher names it on the console: its number and its own overrides."""
     return f"{num} ({','.join(filter_overrides(overrides))})"
 
 
@@ -237,7 +240,7 @@ class _Progress:
 
         now = time.monotonic()
         self.done += 1
-        summary = _summary(out_dir)
+        summary = job_summary(out_dir)
         failure = None
         if kind == "died":
             failure = ret.died
@@ -248,7 +251,7 @@ class _Progress:
         elif kind == "interrupted" and not signals.pending():  # a signal to its worker alone
             failure = "interrupted"  # the sweep goes on
         if failure is not None:
-            job_failed(_name(num, overrides), failure, say=False)  # its line says it below
+            job_failed(job_name(num, overrides), failure, say=False)  # its line says it below
         if kind != "interrupted":
             kind = "failed" if failure else "completed"
         detail = _detail(kind, summary)
@@ -257,14 +260,15 @@ class _Progress:
         if left and kind != "interrupted" and not signals.pending():
             eta = f" · sweep ETA {_duration((now - self.start) / self.done * left)}"
         print(
-            f"[{self.done}/{self.total}] job {_name(num, overrides)} "
+            f"[{self.done}/{self.total}] job {job_name(num, overrides)} "
             f"{kind} in {_duration(now - began)}{detail}{eta}",
             flush=True,
         )
 
 
-def _summary(out_dir: str | None) -> dict | None:
-    """The job's summary.json; None when it has none or it cannot be read."""
+def job_summary(out_dir: str | Path | None) -> dict | None:
+    """The job's summary.json; None when it has none or it cannot be read (every launcher's
+    reading of it)."""
     from xorrelu.jobdir import JobDirError, read_summary
 
     try:
