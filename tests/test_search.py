@@ -56,6 +56,18 @@ def test_a_study_within_its_space_passes_the_checks(tmp_path):
     assert plan.sweep_dir == sweep and plan.jobs == 1  # the study picks its values as it goes
 
 
+@pytest.mark.parametrize("name", ["search.json", "search.md"])
+def test_a_sweep_dir_that_holds_a_study_report_is_refused(tmp_path, name):
+    """The study writes search.json and search.md into its sweep dir: one that holds either (a
+    study's, or anyone's file of that name) is not written over."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / name).write_text("mine")
+    with pytest.raises(Refused, match=f"already holds a sweep .{re.escape(name)} is there"):
+        check(["experiment=search_relu", f"hydra.sweep.dir={sweep}", "--multirun"], str(CONF))
+    assert (sweep / name).read_text() == "mine" and len(list(sweep.iterdir())) == 1
+
+
 TINY = ["depth=2", "steps=30", "replicas=3", "print_every=30", "plot=false"]
 
 

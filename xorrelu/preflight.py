@@ -33,7 +33,11 @@ RUN_OUTPUTS = (
     "weights.pt",
 )
 # every name xorrelu or Hydra writes into a job dir: a dir holding any of them is not written into
-RESULT_MARKERS = (*RUN_OUTPUTS, ".hydra", "xorrelu.log", "plots", "tensorboard", ".xorrelu-reserve")
+RESULT_MARKERS = (
+    *RUN_OUTPUTS,
+    *("search.json", "search.md"),  # a study's report in its sweep dir (hydra/sweeper=search)
+    *(".hydra", "xorrelu.log", "plots", "tensorboard", ".xorrelu-reserve"),
+)
 REMOTE_LAUNCHERS = (
     "submitit_slurm",
     "slurm",
